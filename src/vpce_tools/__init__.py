@@ -1,0 +1,1 @@
+"""Tools around vpce-approver: the offline PrivateLink emulator and friends."""

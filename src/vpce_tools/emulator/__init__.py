@@ -1,0 +1,56 @@
+"""Offline PrivateLink emulator: moto 5 plus the endpoint-connection APIs moto lacks.
+
+Importing this package calls :func:`install`, which patches moto's ``EC2Response`` so that both
+``moto.mock_aws`` and moto's server mode (in the same process) serve:
+
+* ``CreateVpcEndpoint`` to ``com.amazonaws.vpce.<region>.vpce-svc-…`` services of any account,
+  honouring the service's allowed principals, creating the provider-side connection;
+* ``DescribeVpcEndpointConnections``, ``AcceptVpcEndpointConnections``,
+  ``RejectVpcEndpointConnections``, ``DeleteVpcEndpoints`` (connection → ``deleted``);
+* connection notifications (create/describe/modify/delete) published to SNS;
+* an optional throttle on Accept/Reject (see :mod:`vpce_tools.emulator.throttle`).
+
+See docs/EMULATOR.md.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from . import throttle
+from .connections import configure_acceptance, seed_connections
+from .notifications import SUBJECT, add_listener, clear_listeners, remove_listener
+
+__all__ = [
+    "SUBJECT",
+    "add_listener",
+    "clear_listeners",
+    "configure_acceptance",
+    "install",
+    "is_installed",
+    "remove_listener",
+    "seed_connections",
+    "throttle",
+]
+
+_install_lock = threading.Lock()
+_installed = False
+
+
+def install() -> None:
+    """Patch moto (idempotent). Also reads ``VPCE_EMULATOR_THROTTLE`` on first install."""
+    global _installed
+    with _install_lock:
+        from .responses import patch_ec2_response
+
+        patch_ec2_response()
+        if not _installed:
+            throttle.configure_from_env()
+            _installed = True
+
+
+def is_installed() -> bool:
+    return _installed
+
+
+install()
