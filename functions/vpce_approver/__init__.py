@@ -1,0 +1,1 @@
+"""vpce-approver: the Lambda domain package (policy, converge, adapters, handlers)."""

@@ -1,0 +1,410 @@
+"""Converge: read state -> decide -> act -> record. The one routine behind every trigger
+(notification, registry edit, Slack follow-up, sweep), so duplicates and reordering cannot do harm.
+
+Cost of a registry-hit Connect: 1 DescribeVpcEndpointConnections, 1 BatchGetItem (grants and the
+service's enrollment together), 1 BatchWriteItem (audit), 1 AcceptVpcEndpointConnections.
+
+Fail closed: anything that raises before the Accept call leaves every connection pending and
+propagates, so the invocation is retried (then lands in its DLQ). Nothing is accepted on error.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+from .audit import Audit, AuditRecord
+from .config import Settings
+from .ec2 import BatchResult, Ec2
+from .escalations import EscalationPort, Escalations
+from .model import Action, Connection, Decision, Grant, Reason
+from .policy import decide, matching_grants
+from .registry import Registry
+
+log = logging.getLogger("vpce_approver.converge")
+
+ACCEPTED_OUTCOME = {"available": "accepted-elsewhere", "pending": "accepted-elsewhere"}
+
+
+class MetricSink(Protocol):
+    def add_metric(self, name: str, unit: str, value: float) -> None: ...
+
+
+class NoMetrics:
+    def add_metric(self, name: str, unit: str, value: float) -> None:
+        return None
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Deps:
+    ec2: Ec2
+    registry: Registry
+    audit: Audit
+    escalations: Escalations
+    port: EscalationPort
+    settings: Settings
+    metrics: MetricSink = field(default_factory=NoMetrics)
+    clock: Callable[[], datetime] = utcnow
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    connection: Connection
+    decision: Decision
+    result: str  # done | shadow | escalated | already-escalated | failed:<code> | ignored
+
+
+@dataclass
+class Report:
+    service_id: str
+    managed: bool = True
+    outcomes: list[Outcome] = field(default_factory=list)
+    registry_errors: dict[str, str] = field(default_factory=dict)
+
+    def count(self, action: Action, result: str | None = None) -> int:
+        return sum(
+            1
+            for o in self.outcomes
+            if o.decision.action is action and (result is None or o.result == result)
+        )
+
+    @property
+    def accepted(self) -> list[str]:
+        return [
+            o.connection.vpc_endpoint_id
+            for o in self.outcomes
+            if o.decision.action is Action.ACCEPT and o.result == "done"
+        ]
+
+    @property
+    def rejected(self) -> list[str]:
+        return [
+            o.connection.vpc_endpoint_id
+            for o in self.outcomes
+            if o.decision.action is Action.REJECT and o.result == "done"
+        ]
+
+    @property
+    def escalated(self) -> list[str]:
+        return [o.connection.vpc_endpoint_id for o in self.outcomes if o.result == "escalated"]
+
+    def summary(self) -> dict[str, object]:
+        results = Counter(f"{o.decision.action.value}:{o.result}" for o in self.outcomes)
+        return {
+            "service_id": self.service_id,
+            "managed": self.managed,
+            **dict(sorted(results.items())),
+        }
+
+
+def _decide_all(
+    pending: Sequence[Connection],
+    grants: dict[tuple[str, str], Grant],
+    malformed: set[str],
+    counts: Counter[str],
+    deps: Deps,
+    now: datetime,
+) -> list[tuple[Connection, Decision]]:
+    decisions = []
+    # Oldest first, so a per-consumer limit admits the earliest connections.
+    for conn in sorted(pending, key=lambda c: (c.created or now, c.vpc_endpoint_id)):
+        if conn.owner in malformed:
+            decision = Decision(
+                Action.ESCALATE,
+                Reason.MALFORMED_GRANT,
+                f"account {conn.owner} has a malformed registry item; a human must decide",
+            )
+        else:
+            candidates = [g for k, g in grants.items() if k[1] == conn.owner]
+            decision = decide(
+                conn, candidates, counts[conn.owner], now, deps.settings.default_decision
+            )
+        if decision.action is Action.ACCEPT:
+            counts[conn.owner] += 1
+        decisions.append((conn, decision))
+    return decisions
+
+
+def _limit_counts(
+    service_id: str, pending: Sequence[Connection], grants: dict[tuple[str, str], Grant], deps: Deps
+) -> Counter[str]:
+    """Live (pending/available) connections per consumer, read only for consumers whose deciding
+    grant has a max_endpoints limit (one extra Describe, none on the common path)."""
+    limited = set()
+    for conn in pending:
+        specific, wildcard = matching_grants(conn, grants.values())
+        grant = specific or wildcard
+        if grant is not None and grant.max_endpoints is not None:
+            limited.add(conn.owner)
+    counts: Counter[str] = Counter()
+    if limited:
+        for conn in deps.ec2.connections(
+            service_id, states=["pending", "available"], owners=limited
+        ):
+            counts[conn.owner] += 1
+    return counts
+
+
+def _record(
+    conn: Connection,
+    decision: Decision,
+    *,
+    action: str,
+    outcome: str,
+    trigger: str,
+    actor: str,
+    now: datetime,
+) -> AuditRecord:
+    return AuditRecord(
+        subject=conn.vpc_endpoint_id,
+        action=action,
+        actor=actor,
+        at=now,
+        code=decision.code.value,
+        reason=decision.reason,
+        trigger=trigger,
+        outcome=outcome,
+        service_id=conn.service_id,
+        vpc_endpoint_id=conn.vpc_endpoint_id,
+        consumer=conn.owner,
+        region=conn.region,
+    )
+
+
+def converge(
+    service_id: str,
+    deps: Deps,
+    *,
+    endpoint_ids: Iterable[str] | None = None,
+    consumers: Iterable[str] | None = None,
+    trigger: str = "notification",
+    actor: str = "policy",
+    pending: Sequence[Connection] | None = None,
+) -> Report:
+    """Bring the service's pendingAcceptance connections (all, or those named) to their decision.
+
+    `pending` lets a caller that already paged the connections (the sweep) skip the Describe."""
+    report = Report(service_id)
+    if pending is None:
+        owners = sorted(set(consumers)) if consumers is not None else []
+        pending = deps.ec2.connections(service_id, states=["pendingAcceptance"], owners=owners)
+    wanted = set(endpoint_ids) if endpoint_ids is not None else None
+    # Filter client-side as well: the vpc-endpoint-id filter is unreliable server-side, and
+    # the state filter is re-checked so a stale page can never be accepted.
+    pending = [
+        c
+        for c in pending
+        if c.pending_acceptance
+        and c.service_id == service_id
+        and (wanted is None or c.vpc_endpoint_id in wanted)
+    ]
+    if not pending:
+        return report
+
+    managed, grants, errors = deps.registry.lookup([service_id], {c.owner for c in pending})
+    if service_id not in managed:
+        report.managed = False
+        log.warning("service %s is not managed by this deployment: ignored", service_id)
+        deps.metrics.add_metric("IgnoredService", "Count", 1)
+        return report
+    report.registry_errors = errors
+    malformed = set(errors)
+    for error in errors.values():
+        log.error("refusing malformed registry item: %s", error)
+    if errors:
+        deps.metrics.add_metric("MalformedGrants", "Count", len(errors))
+
+    now = deps.clock()
+    counts = _limit_counts(service_id, pending, grants, deps)
+    decisions = _decide_all(pending, grants, malformed, counts, deps, now)
+    shadow = deps.settings.shadow_mode
+
+    records: list[AuditRecord] = []
+    to_accept: list[str] = []
+    to_reject: list[str] = []
+    new_escalations = []
+    for conn, decision in decisions:
+        action = decision.action
+        if action is Action.NONE:
+            report.outcomes.append(Outcome(conn, decision, "ignored"))
+            deps.metrics.add_metric("Ignored", "Count", 1)
+            continue
+        if shadow:
+            records.append(
+                _record(
+                    conn,
+                    decision,
+                    action=f"would-{action.value}",
+                    outcome="shadow",
+                    trigger=trigger,
+                    actor=actor,
+                    now=now,
+                )
+            )
+            report.outcomes.append(Outcome(conn, decision, "shadow"))
+            continue
+        if action is Action.ESCALATE:
+            item = deps.escalations.open_once(conn, decision, now)
+            if item is None:
+                report.outcomes.append(Outcome(conn, decision, "already-escalated"))
+                continue
+            new_escalations.append(item)
+            records.append(
+                _record(
+                    conn,
+                    decision,
+                    action="escalate",
+                    outcome="pending-human",
+                    trigger=trigger,
+                    actor=actor,
+                    now=now,
+                )
+            )
+            report.outcomes.append(Outcome(conn, decision, "escalated"))
+            continue
+        # Accept/reject: the audit record is written *before* the call (outcome "requested"), so a
+        # crash between the call and any later write still leaves the decision in the trail.
+        records.append(
+            _record(
+                conn,
+                decision,
+                action=action.value,
+                outcome="requested",
+                trigger=trigger,
+                actor=actor,
+                now=now,
+            )
+        )
+        (to_accept if action is Action.ACCEPT else to_reject).append(conn.vpc_endpoint_id)
+
+    deps.audit.write(records)
+    if shadow:
+        return report
+
+    by_id = {c.vpc_endpoint_id: (c, d) for c, d in decisions}
+    failures: list[AuditRecord] = []
+    for action, ids, call in (
+        (Action.ACCEPT, to_accept, deps.ec2.accept),
+        (Action.REJECT, to_reject, deps.ec2.reject),
+    ):
+        if not ids:
+            continue
+        result: BatchResult = call(service_id, ids)
+        for failure in result.failed:
+            if failure.vpc_endpoint_id not in by_id:
+                continue
+            conn, decision = by_id[failure.vpc_endpoint_id]
+            log.warning(
+                "%s of %s failed: %s %s",
+                action.value,
+                failure.vpc_endpoint_id,
+                failure.code,
+                failure.message,
+            )
+            report.outcomes.append(Outcome(conn, decision, f"failed:{failure.code}"))
+            failures.append(
+                _record(
+                    conn,
+                    decision,
+                    action=action.value,
+                    outcome=f"failed:{failure.code}",
+                    trigger=trigger,
+                    actor=actor,
+                    now=deps.clock(),
+                )
+            )
+        for vpce_id in result.succeeded:
+            conn, decision = by_id[vpce_id]
+            report.outcomes.append(Outcome(conn, decision, "done"))
+            if conn.created is not None:
+                latency = (deps.clock() - conn.created).total_seconds() * 1000
+                deps.metrics.add_metric("DecisionLatency", "Milliseconds", max(latency, 0.0))
+    deps.audit.write(failures)
+
+    for item in new_escalations:
+        deps.port.opened(item)
+
+    for name, n in (
+        ("Accepted", len(report.accepted)),
+        ("Rejected", len(report.rejected)),
+        ("Escalated", len(report.escalated)),
+        ("Errors", len(failures)),
+    ):
+        if n:
+            deps.metrics.add_metric(name, "Count", n)
+    log.info("converged %s", service_id, extra={"converge": report.summary()})
+    return report
+
+
+def outcome_for_state(state: str) -> str | None:
+    """What a non-pending connection state means for an open escalation."""
+    state = state.lower()
+    if state in ACCEPTED_OUTCOME:
+        return ACCEPTED_OUTCOME[state]
+    if state in {"rejected", "failed", "expired"}:
+        return "rejected-elsewhere" if state == "rejected" else state
+    if state in {"deleted", "deleting"}:
+        return "withdrawn"
+    return None
+
+
+def follow(
+    service_id: str,
+    endpoint_ids: Iterable[str],
+    deps: Deps,
+    *,
+    trigger: str = "notification",
+    connections: Sequence[Connection] | None = None,
+) -> list[str]:
+    """Close open escalations of connections that were settled by another path (console, registry
+    edit, consumer withdrew it, sweep). Returns the endpoint IDs whose escalation was closed."""
+    ids = list(dict.fromkeys(endpoint_ids))
+    open_items = {
+        i: e for i in ids if (e := deps.escalations.get(i)) is not None and e.state == "open"
+    }
+    if not open_items:
+        return []
+    if connections is None:
+        connections = deps.ec2.connections(service_id)
+    states: dict[str, str] = defaultdict(lambda: "deleted")  # gone from Describe: deleted
+    for conn in connections:
+        if conn.vpc_endpoint_id in open_items:
+            states[conn.vpc_endpoint_id] = conn.state
+    closed = []
+    now = deps.clock()
+    for vpce_id, item in open_items.items():
+        outcome = outcome_for_state(states[vpce_id])
+        if outcome is None:  # still pendingAcceptance: the escalation stays open
+            continue
+        settled = deps.escalations.settle(vpce_id, outcome=outcome, by=trigger, now=now)
+        if settled is None:
+            continue
+        deps.audit.write(
+            [
+                AuditRecord(
+                    subject=vpce_id,
+                    action="escalation-closed",
+                    actor=trigger,
+                    at=now,
+                    code=item.code,
+                    reason=f"connection is {states[vpce_id]}: {outcome}",
+                    trigger=trigger,
+                    outcome=outcome,
+                    service_id=service_id,
+                    vpc_endpoint_id=vpce_id,
+                    consumer=item.consumer,
+                    region=item.region,
+                )
+            ]
+        )
+        deps.port.settled(settled)
+        closed.append(vpce_id)
+    return closed

@@ -1,0 +1,1 @@
+"""Lambda handlers: parse, call the domain, return."""

@@ -1,0 +1,115 @@
+"""The decision policy: pure, no I/O.
+
+    decide(connection, grants, accepted_count, now, default) -> Decision
+
+Rules, in order (README "Decision rules"):
+1. A connection that is not pendingAcceptance gets no decision (already settled).
+2. A live deny grant, service-specific or `*`, rejects: deny wins over any allow.
+3. Otherwise the most specific grant decides: the service's own grant, else the `*` grant.
+   - suspended -> escalate; expired -> escalate; consumer region not allowed -> escalate;
+     at or over `max_endpoints` -> escalate; else accept.
+4. No grant: the deployment default (escalate, reject, or ignore = no decision).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from .model import (
+    WILDCARD_SERVICE,
+    Action,
+    Connection,
+    Decision,
+    DefaultDecision,
+    Grant,
+    GrantStatus,
+    Reason,
+)
+
+
+def matching_grants(
+    connection: Connection, grants: Iterable[Grant]
+) -> tuple[Grant | None, Grant | None]:
+    """(service-specific grant, `*` grant) for this connection's consumer."""
+    specific = wildcard = None
+    for grant in grants:
+        if grant.consumer != connection.owner:
+            continue
+        if grant.service_id == connection.service_id:
+            specific = grant
+        elif grant.service_id == WILDCARD_SERVICE:
+            wildcard = grant
+    return specific, wildcard
+
+
+def decide(
+    connection: Connection,
+    grants: Iterable[Grant],
+    accepted_count: int,
+    now: datetime,
+    default: DefaultDecision = DefaultDecision.ESCALATE,
+) -> Decision:
+    """Decide one connection. `accepted_count` = the consumer's live (pending/available)
+    connections on this service, not counting this one."""
+    who = f"account {connection.owner}"
+    if not connection.pending_acceptance:
+        return Decision(
+            Action.NONE, Reason.NOT_PENDING, f"connection is already {connection.state}"
+        )
+
+    specific, wildcard = matching_grants(connection, grants)
+    for grant in (specific, wildcard):
+        if grant is not None and grant.status is GrantStatus.DENY and not grant.expired(now):
+            return Decision(
+                Action.REJECT, Reason.DENIED, f"{who} is denied by grant {grant.label}", grant
+            )
+
+    grant = specific or wildcard
+    if grant is None:
+        text = f"{who} has no grant for {connection.service_id} or *"
+        if default is DefaultDecision.REJECT:
+            return Decision(Action.REJECT, Reason.NO_GRANT, f"{text} (default: reject)")
+        if default is DefaultDecision.IGNORE:
+            return Decision(Action.NONE, Reason.NO_GRANT, f"{text} (default: ignore)")
+        return Decision(Action.ESCALATE, Reason.NO_GRANT, text)
+
+    if grant.status is GrantStatus.SUSPENDED:
+        return Decision(
+            Action.ESCALATE, Reason.SUSPENDED, f"grant {grant.label} is suspended", grant
+        )
+    if grant.status is GrantStatus.DENY:  # an expired deny: it no longer decides anything
+        return Decision(
+            Action.ESCALATE,
+            Reason.EXPIRED,
+            f"deny grant {grant.label} expired; needs a human",
+            grant,
+        )
+    if grant.expired(now):
+        assert grant.expires_at is not None
+        return Decision(
+            Action.ESCALATE,
+            Reason.EXPIRED,
+            f"grant {grant.label} expired at {grant.expires_at.isoformat()}",
+            grant,
+        )
+    if grant.regions and (connection.region or "") not in grant.regions:
+        allowed = ", ".join(sorted(grant.regions))
+        return Decision(
+            Action.ESCALATE,
+            Reason.WRONG_REGION,
+            f"consumer region {connection.region or 'unknown'} is not in grant {grant.label}'s"
+            f" regions ({allowed})",
+            grant,
+        )
+    if grant.max_endpoints is not None and accepted_count >= grant.max_endpoints:
+        return Decision(
+            Action.ESCALATE,
+            Reason.OVER_LIMIT,
+            f"{who} already has {accepted_count} endpoint(s) on {connection.service_id};"
+            f" grant {grant.label} allows {grant.max_endpoints}",
+            grant,
+        )
+    return Decision(
+        Action.ACCEPT, Reason.ALLOWED, f"{who} is allowed by grant {grant.label}", grant
+    )

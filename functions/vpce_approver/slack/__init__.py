@@ -1,0 +1,1 @@
+"""Slack escalation: the EscalationPort that posts approval messages, and the interactivity flow."""
