@@ -34,23 +34,22 @@ __all__ = [
 ]
 
 _install_lock = threading.Lock()
-_installed = False
+_installed: list[bool] = []
 
 
 def install() -> None:
     """Patch moto (idempotent). Also reads ``VPCE_EMULATOR_THROTTLE`` on first install."""
-    global _installed
     with _install_lock:
         from .responses import patch_ec2_response
 
         patch_ec2_response()
         if not _installed:
             throttle.configure_from_env()
-            _installed = True
+            _installed.append(True)
 
 
 def is_installed() -> bool:
-    return _installed
+    return bool(_installed)
 
 
 install()

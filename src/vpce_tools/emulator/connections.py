@@ -52,7 +52,9 @@ def configure_acceptance(pending_reads: int = 0) -> None:
 
 # --- callers and principals -----------------------------------------------------------------
 
-_ASSUMED_ROLE_RE = re.compile(r"^arn:(?P<p>aws[a-z-]*):sts::(?P<acct>\d{12}):assumed-role/(?P<role>[^/]+)/.+$")
+_ASSUMED_ROLE_RE = re.compile(
+    r"^arn:(?P<p>aws[a-z-]*):sts::(?P<acct>\d{12}):assumed-role/(?P<role>[^/]+)/.+$"
+)
 
 
 def caller_arn(access_key: str, account_id: str, region: str) -> str:
@@ -247,11 +249,15 @@ def _item(resource_id: str, code: str, message: str) -> dict[str, Any]:
 
 
 def _malformed(vid: str) -> dict[str, Any]:
-    return _item(vid, "InvalidVpcEndpointId.Malformed", f'Invalid id: "{vid}" (expecting "vpce-...")')
+    return _item(
+        vid, "InvalidVpcEndpointId.Malformed", f'Invalid id: "{vid}" (expecting "vpce-...")'
+    )
 
 
 def _not_found(vid: str) -> dict[str, Any]:
-    return _item(vid, "InvalidVpcEndpointId.NotFound", f"The Vpc Endpoint Id '{vid}' does not exist")
+    return _item(
+        vid, "InvalidVpcEndpointId.NotFound", f"The Vpc Endpoint Id '{vid}' does not exist"
+    )
 
 
 def _owned_service(account_id: str, region: str, service_id: str | None) -> Any:
@@ -292,8 +298,7 @@ def _transition(
                     _item(
                         vid,
                         "InvalidState",
-                        f"Vpc Endpoint '{vid}' is in state '{conn.state}' "
-                        f"and cannot be {verb}",
+                        f"Vpc Endpoint '{vid}' is in state '{conn.state}' and cannot be {verb}",
                     )
                 )
                 continue

@@ -45,7 +45,9 @@ EVENTS = ("Accept", "Connect", "Delete", "Reject")
 
 VPCE_ID_RE = re.compile(r"^vpce-[0-9a-f]{8,17}$")
 SERVICE_ID_RE = re.compile(r"^vpce-svc-[0-9a-f]{8,17}$")
-SERVICE_NAME_RE = re.compile(r"^com\.amazonaws\.vpce\.(?P<region>[a-z0-9-]+)\.(?P<id>vpce-svc-[0-9a-f]+)$")
+SERVICE_NAME_RE = re.compile(
+    r"^com\.amazonaws\.vpce\.(?P<region>[a-z0-9-]+)\.(?P<id>vpce-svc-[0-9a-f]+)$"
+)
 
 _seq = itertools.count(1)
 

@@ -129,8 +129,7 @@ def _validate_events(events: list[str]) -> list[str]:
         if e not in EVENTS:
             raise EmulatorError(
                 "InvalidParameterValue",
-                f"Invalid value '{e}' for ConnectionEvents. "
-                f"Valid values are: {', '.join(EVENTS)}.",
+                f"Invalid value '{e}' for ConnectionEvents. Valid values are: {', '.join(EVENTS)}.",
             )
     return list(dict.fromkeys(events))
 
@@ -205,7 +204,7 @@ def _not_found(notification_id: str) -> EmulatorError:
     )
 
 
-NOTIFICATION_FILTERS = {
+NOTIFICATION_FILTERS: dict[str, Callable[[Notification], list[str]]] = {
     "connection-notification-arn": lambda n: [n.topic_arn],
     "connection-notification-id": lambda n: [n.notification_id],
     "connection-notification-state": lambda n: [n.state],
@@ -270,4 +269,3 @@ def delete(account_id: str, region: str, ids: list[str]) -> list[dict[str, Any]]
                     {"ResourceId": nid, "Error": {"Code": err.code, "Message": err.message}}
                 )
     return unsuccessful
-

@@ -84,9 +84,7 @@ def is_enabled() -> bool:
 
 
 @contextmanager
-def throttled(
-    burst: int = 10, rate: float = 1.0, clock: Clock = time.monotonic
-) -> Iterator[None]:
+def throttled(burst: int = 10, rate: float = 1.0, clock: Clock = time.monotonic) -> Iterator[None]:
     """Enable the throttle inside the block, restore the previous settings afterwards."""
     previous = (_config.enabled, _config.burst, _config.rate, _config.clock)
     configure(True, burst=burst, rate=rate, clock=clock)
