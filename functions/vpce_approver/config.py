@@ -53,8 +53,17 @@ class Settings:
     slack_work_queue_url: str | None = None
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+    def from_env(cls, env: Mapping[str, str] | None = None, *, stack: str | None = None) -> Settings:
+        """Settings from the environment. With `stack`, table names default to the names
+        template.yaml gives them (<stack>-registry, <stack>-audit, <stack>-escalations)."""
         env = os.environ if env is None else env
+        if stack:
+            env = {
+                "REGISTRY_TABLE": f"{stack}-registry",
+                "AUDIT_TABLE": f"{stack}-audit",
+                "ESCALATIONS_TABLE": f"{stack}-escalations",
+                **env,
+            }
         raw_default = env.get("DEFAULT_DECISION", "escalate").strip().lower() or "escalate"
         try:
             default = DefaultDecision(raw_default)

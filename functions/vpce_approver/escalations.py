@@ -22,11 +22,17 @@ SETTLED = "settled"
 
 class EscalationPort(Protocol):
     """Tells humans about escalations. Failures must not raise past it: a port that cannot post
-    leaves the record unposted (posted = false) for the sweep to retry."""
+    leaves the record unposted (posted = false) for the sweep to retry. Every method is safe to
+    call again for the same escalation (redeliveries, the sweep)."""
 
-    def opened(self, escalation: EscalationItem) -> None: ...
+    def opened(self, escalation: EscalationItem) -> None:
+        """Post the escalation unless it is already posted."""
 
-    def settled(self, escalation: EscalationItem) -> None: ...
+    def settled(self, escalation: EscalationItem) -> None:
+        """Replace the message's buttons with the outcome."""
+
+    def refresh(self, escalation: EscalationItem) -> None:
+        """Update a still-open message (how long it has been pending)."""
 
 
 class RecordOnly:
@@ -36,6 +42,9 @@ class RecordOnly:
         return None
 
     def settled(self, escalation: EscalationItem) -> None:
+        return None
+
+    def refresh(self, escalation: EscalationItem) -> None:
         return None
 
 

@@ -1,0 +1,75 @@
+"""`vpce-approver`: the command line. Each command group lives in vpce_tools.commands.<name> and
+exposes `register(subparsers)`; the chosen command's `run(args)` returns the exit code.
+
+Works against real AWS (standard credentials, profile and region) and against the emulator
+(`--endpoint-url` or AWS_ENDPOINT_URL)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+
+# Command modules, in help order. A module that fails to import is a bug: let it raise.
+COMMANDS = (
+    "registry",
+    "services",
+    "explain",
+    "pending",
+    "audit",
+    "doctor",
+    "sweep",
+    "local",
+    "demo",
+)
+
+
+class UsageError(Exception):
+    """A bad argument or input: printed as one clear line, exit code 2."""
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="vpce-approver",
+        description="Decide who may connect to your PrivateLink endpoint services.",
+    )
+    top.add_argument(
+        "--endpoint-url", help="AWS endpoint (the local emulator); or AWS_ENDPOINT_URL"
+    )
+    top.add_argument("--region", help="AWS region (default: AWS_REGION / your profile)")
+    top.add_argument(
+        "--stack",
+        default=os.environ.get("VPCE_APPROVER_STACK", "vpce-approver"),
+        help="deployment (stack) name; tables default to <stack>-registry etc.",
+    )
+    subs = top.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"vpce_tools.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"vpce_tools.commands.{name}":
+                raise
+            continue  # command not built yet
+        module.register(subs)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.endpoint_url:
+        os.environ["AWS_ENDPOINT_URL"] = args.endpoint_url
+    if args.region:
+        os.environ["AWS_REGION"] = os.environ["AWS_DEFAULT_REGION"] = args.region
+    try:
+        return int(args.run(args) or 0)
+    except UsageError as exc:
+        print(f"vpce-approver: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""vpce-approver CLI commands, one module per command group."""
