@@ -23,6 +23,7 @@ COMMANDS = (
     "sweep",
     "local",
     "demo",
+    "invoke",
 )
 
 
