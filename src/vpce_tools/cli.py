@@ -73,4 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the package module's main, so that commands raising vpce_tools.cli.UsageError are
+    # caught by the same class (not a second copy of this module under the name __main__).
+    from vpce_tools.cli import main as package_main
+
+    sys.exit(package_main())

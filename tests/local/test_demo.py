@@ -1,0 +1,23 @@
+"""`make demo` runs end to end and shows accept, reject and escalate with their reasons."""
+
+from __future__ import annotations
+
+import io
+import re
+
+from vpce_tools import demo
+
+
+def test_demo_shows_each_decision_with_its_reason() -> None:
+    out = io.StringIO()
+    assert demo.run(out) == 0
+    text = out.getvalue()
+    rows = {
+        m.group(1): m.group(0)
+        for m in re.finditer(r"^\s+(team-a|partner|stranger|limited-\d)\s.*$", text, re.MULTILINE)
+    }
+    assert "available" in rows["team-a"] and "is allowed by grant" in rows["team-a"]
+    assert "rejected" in rows["partner"] and "is denied by grant" in rows["partner"]
+    assert "pendingAcceptance" in rows["stranger"] and "has no grant" in rows["stranger"]
+    assert "allows 1" in rows["limited-2"]
+    assert text.rstrip().endswith("demo complete")

@@ -1,0 +1,95 @@
+"""`vpce-approver local`: a real HTTP emulator with the service working inside it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+
+from vpce_approver.model import Grant, GrantStatus
+from vpce_tools import local
+from vpce_tools.emulator.testing import fake_credentials
+from vpce_tools.emulator.world import Provider
+
+
+@pytest.fixture
+def running() -> Iterator[local.LocalService]:
+    with fake_credentials():
+        service = local.start(0, poll_interval=0.05)
+        try:
+            yield service
+        finally:
+            service.stop()
+
+
+def wait_for(predicate: object, attempts: int = 200) -> bool:
+    for _ in range(attempts):  # bounded: 200 x 50 ms
+        if predicate():  # type: ignore[operator]
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_boto3_against_local_server_sees_the_service_accept(running: local.LocalService) -> None:
+    provider = Provider(endpoint_url=running.url)
+    consumer = provider.consumer("111111111111")
+    running.deployment.deps().registry.put(
+        Grant(
+            running.service.service_id,
+            "111111111111",
+            GrantStatus.ALLOW,
+            principals=("arn:aws:iam::111111111111:root",),
+        ),
+        by="test",
+        now=datetime.now(UTC),
+    )
+    vpce = consumer.create_endpoint(running.service.service_name)
+
+    def available() -> bool:
+        conns = provider.connections(running.service.service_id)
+        return any(
+            c["VpcEndpointId"] == vpce and c["VpcEndpointState"] == "available" for c in conns
+        )
+
+    assert wait_for(available), "the background poller should have accepted the connection"
+
+
+def test_cli_local_prints_where_it_listens_and_stops_on_ctrl_c() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vpce_tools.cli", "local", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert first.startswith("vpce-approver local: emulator listening on http://127.0.0.1:")
+        for line in proc.stdout:
+            if line.startswith("Ctrl-C stops."):
+                break
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_cli_local_rejects_bad_port() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "vpce_tools.cli", "local", "--port", "70000"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "--port 70000 is not a TCP port" in result.stderr
