@@ -53,7 +53,9 @@ class Settings:
     slack_work_queue_url: str | None = None
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, *, stack: str | None = None) -> Settings:
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, *, stack: str | None = None
+    ) -> Settings:
         """Settings from the environment. With `stack`, table names default to the names
         template.yaml gives them (<stack>-registry, <stack>-audit, <stack>-escalations)."""
         env = os.environ if env is None else env

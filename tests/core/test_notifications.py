@@ -93,7 +93,9 @@ def test_sqs_with_sns_envelope_and_raw_and_direct_sns() -> None:
     direct = parse_record(
         {"EventSource": "aws:sns", "Sns": {"MessageId": "m-3", "Message": message}}
     )
-    assert via_sqs.message_id == "m-1" and raw.message_id == "q-2" and direct.message_id == "m-3"
+    assert via_sqs.message_id == "m-1"
+    assert raw.message_id == "q-2"
+    assert direct.message_id == "m-3"
     assert via_sqs.endpoint_id == raw.endpoint_id == direct.endpoint_id == EP
 
 
