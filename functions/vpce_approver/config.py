@@ -51,6 +51,7 @@ class Settings:
     slack_approvers: tuple[str, ...] = ()
     slack_approver_group: str | None = None
     slack_work_queue_url: str | None = None
+    notification_topic_arn: str | None = None  # the deployment's SNS topic (the sweep's ensure)
 
     @classmethod
     def from_env(
@@ -101,4 +102,5 @@ class Settings:
             slack_approvers=_csv(env, "SLACK_APPROVERS"),
             slack_approver_group=env.get("SLACK_APPROVER_GROUP") or None,
             slack_work_queue_url=env.get("SLACK_WORK_QUEUE_URL") or None,
+            notification_topic_arn=env.get("NOTIFICATION_TOPIC_ARN") or None,
         )
