@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable
+from numbers import Number
 from typing import Any, TypeVar
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -58,7 +59,7 @@ class LazyTracer:
 
         return run  # type: ignore[return-value]
 
-    def put_annotation(self, key: str, value: str | int | bool) -> None:
+    def put_annotation(self, key: str, value: str | Number | bool) -> None:
         self.real.put_annotation(key=key, value=value)
 
 

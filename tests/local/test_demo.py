@@ -16,8 +16,11 @@ def test_demo_shows_each_decision_with_its_reason() -> None:
         m.group(1): m.group(0)
         for m in re.finditer(r"^\s+(team-a|partner|stranger|limited-\d)\s.*$", text, re.MULTILINE)
     }
-    assert "available" in rows["team-a"] and "is allowed by grant" in rows["team-a"]
-    assert "rejected" in rows["partner"] and "is denied by grant" in rows["partner"]
-    assert "pendingAcceptance" in rows["stranger"] and "has no grant" in rows["stranger"]
+    assert "available" in rows["team-a"]
+    assert "is allowed by grant" in rows["team-a"]
+    assert "rejected" in rows["partner"]
+    assert "is denied by grant" in rows["partner"]
+    assert "pendingAcceptance" in rows["stranger"]
+    assert "has no grant" in rows["stranger"]
     assert "allows 1" in rows["limited-2"]
     assert text.rstrip().endswith("demo complete")
