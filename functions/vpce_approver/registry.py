@@ -50,10 +50,13 @@ def validate_grant(grant: Grant, now: datetime, *, allow_wildcard_principal: boo
     return grant
 
 
-def grant_from_item(item: RegistryItem | Mapping[str, Any]) -> Grant:
+def grant_from_item(
+    item: RegistryItem | Mapping[str, Any], *, allow_wildcard_principal: bool = False
+) -> Grant:
     """Build a Grant from a stored item, re-validating every field that reaches AWS.
 
-    Raises RegistryError for an item that is not a usable grant (hand-edited, corrupted...)."""
+    Raises RegistryError for an item that is not a usable grant (hand-edited, corrupted...).
+    A `*` principal is refused unless the deployment allows it (ALLOW_WILDCARD_PRINCIPAL)."""
     data = item.attribute_values if isinstance(item, RegistryItem) else dict(item)
     try:
         status = GrantStatus(str(data.get("status", "")).lower())
@@ -61,7 +64,7 @@ def grant_from_item(item: RegistryItem | Mapping[str, Any]) -> Grant:
         consumer = v.account_id(data.get("consumer"))
         principals = tuple(str(p) for p in data.get("principals") or ())
         for principal in principals:
-            v.principal(principal)
+            v.principal(principal, allow_wildcard=allow_wildcard_principal)
         regions = frozenset(v.region(r, field="regions") for r in data.get("regions") or ())
         expires = data.get("expires_at")
         max_endpoints = data.get("max_endpoints")
@@ -132,7 +135,9 @@ class Registry:
                 managed.add(item.service_id)
                 continue
             try:
-                grant = grant_from_item(item)
+                grant = grant_from_item(
+                    item, allow_wildcard_principal=self.allow_wildcard_principal
+                )
             except RegistryError as exc:
                 errors[str(item.consumer)] = str(exc)
                 continue
@@ -144,7 +149,7 @@ class Registry:
             item = RegistryItem.get(service_id, consumer)
         except RegistryItem.DoesNotExist:
             return None
-        return grant_from_item(item)
+        return grant_from_item(item, allow_wildcard_principal=self.allow_wildcard_principal)
 
     def put(self, grant: Grant, *, by: str, now: datetime) -> Grant:
         validate_grant(grant, now, allow_wildcard_principal=self.allow_wildcard_principal)
@@ -163,7 +168,9 @@ class Registry:
         out = []
         for item in RegistryItem.by_consumer.query(consumer):
             try:
-                out.append(grant_from_item(item))
+                out.append(
+                    grant_from_item(item, allow_wildcard_principal=self.allow_wildcard_principal)
+                )
             except RegistryError:
                 continue
         return out
@@ -203,3 +210,12 @@ class Registry:
         )
         item.save()
         return item
+
+    def unenroll(self, service_id: str) -> bool:
+        """Remove the service's enrollment item (its grants stay). False if it was not enrolled."""
+        try:
+            item = RegistryItem.get(service_id, SERVICE_MARKER)
+        except RegistryItem.DoesNotExist:
+            return False
+        item.delete()
+        return True

@@ -1,0 +1,588 @@
+"""Registry edits take effect: a grant's principals reach the endpoint services' allowed principals,
+the consumer's waiting connections are converged, and lost access is revoked when asked to.
+
+`apply_change()` handles one registry change (a DynamoDB stream record, parsed by
+handlers/registry_stream.py into a `Change`). It is level-triggered like converge(): the images say
+*which* grant changed; what the allow-list and the connections should be is decided from the
+registry as it is now (consistent reads) and from EC2 as it is now. Replayed, reordered or
+duplicated records therefore converge to the same state, and a replay changes nothing.
+
+Per affected service (the grant's service, or every managed service for a `*` grant):
+1. allowed principals: the consumer's principals that its deciding grant (deny wins, then the
+   service's own grant, then the `*` grant; live allow only) names are added; the other principals
+   of that consumer that any version of its grants named are removed. So a principal is removed
+   only when no live grant still needs it. `*` is touched only with ALLOW_WILDCARD_PRINCIPAL.
+2. converge(service, consumers=[consumer], trigger="registry"): its pendingAcceptance connections
+   get the decision the registry now gives (a new allow grant accepts them).
+3. revocation: when the consumer had access before the change and has none after it, and the
+   grant's `revoke` (or the deployment's REVOKE_DEFAULT) is on, its live (pending/available)
+   connections that existed at the time of the change are rejected. Removing a principal alone
+   disconnects nobody.
+
+Every change is audited (subject grant#<service>#<consumer>) with the old and new values and who
+made it (the item's `updated_by`, or "ttl" for a TTL deletion), under an ID derived from the
+stream record, so a replay overwrites the same audit item with the same content.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from . import validation as v
+from .audit import AuditRecord
+from .converge import Deps, converge, follow
+from .model import WILDCARD_SERVICE, Grant, GrantStatus
+from .registry import RegistryError, grant_from_item, iso
+from .tables import SERVICE_MARKER, RegistryItem
+
+log = logging.getLogger("vpce_approver.grants")
+
+WILDCARD_PRINCIPAL = "*"
+TTL_PRINCIPAL_ID = "dynamodb.amazonaws.com"
+# Stream record times are whole seconds: a connection created within the same second as the
+# change still counts as existing at the time of the change.
+REVOKE_SKEW = timedelta(seconds=1)
+LIVE = ("pending", "available")
+AUDIT_KEYS = (
+    "status",
+    "principals",
+    "expires_at",
+    "max_endpoints",
+    "regions",
+    "owner",
+    "note",
+    "revoke",
+    "updated_by",
+    "updated_at",
+    "name",
+    "notification_id",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One change of a registry item, as a DynamoDB stream record reports it."""
+
+    event_id: str
+    event: str  # INSERT | MODIFY | REMOVE
+    service_id: str
+    consumer: str
+    old: Mapping[str, Any] | None
+    new: Mapping[str, Any] | None
+    at: datetime
+    by_ttl: bool = False
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.service_id, self.consumer)
+
+    @property
+    def enrollment(self) -> bool:
+        return self.consumer == SERVICE_MARKER
+
+    @property
+    def actor(self) -> str:
+        if self.by_ttl:
+            return "ttl"
+        who = (self.new or {}).get("updated_by") or (self.old or {}).get("updated_by")
+        return f"registry:{_short(who)}" if who else "registry:unknown"
+
+
+@dataclass
+class ServiceEffect:
+    service_id: str
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    accepted: tuple[str, ...] = ()
+    revoked: tuple[str, ...] = ()
+    failed: tuple[str, ...] = ()  # "<vpce-id>: <code>"
+    shadow: bool = False
+
+
+@dataclass
+class ChangeReport:
+    change: Change
+    action: str
+    refused: str | None = None
+    skipped: str | None = None  # why no service was touched
+    services: list[ServiceEffect] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------- pure helpers
+
+
+def allowing_grant(
+    service_id: str,
+    consumer: str,
+    grants: Mapping[tuple[str, str], Grant | None],
+    now: datetime | None,
+) -> Grant | None:
+    """The grant that lets `consumer` connect to `service_id`, as the policy decides it: a live
+    deny (the service's own or `*`) wins; else the service's own grant, else the `*` grant, when
+    it is a live allow. `now=None` ignores expiry (what the grant said, not whether it lapsed)."""
+    specific = grants.get((service_id, consumer))
+    wildcard = grants.get((WILDCARD_SERVICE, consumer))
+    for grant in (specific, wildcard):
+        live = grant is not None and (now is None or not grant.expired(now))
+        if live and grant is not None and grant.status is GrantStatus.DENY:
+            return None
+    grant = specific or wildcard
+    if grant is None or grant.status is not GrantStatus.ALLOW:
+        return None
+    if now is not None and grant.expired(now):
+        return None
+    return grant
+
+
+def plain(image: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A stream image as plain values for the audit trail (expiry as an ISO time)."""
+    if image is None:
+        return None
+    out: dict[str, Any] = {}
+    for key in AUDIT_KEYS:
+        value = _plain_value(image.get(key))
+        if key == "expires_at" and isinstance(value, int):
+            value = iso(datetime.fromtimestamp(value, UTC))
+        if value is not None:
+            out[key] = value
+    return out
+
+
+def _plain_value(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else str(value)
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = [_plain_value(i) for i in value]
+        return sorted(str(i) for i in items) if isinstance(value, (set, frozenset)) else items
+    if isinstance(value, (bytes, bytearray)):
+        return "<binary>"
+    if isinstance(value, (str, int, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def describe_diff(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> str:
+    """'status: allow -> suspended; revoke: - -> True' (bookkeeping fields left out)."""
+    old, new = old or {}, new or {}
+    parts = []
+    for key in AUDIT_KEYS:
+        if key in {"updated_by", "updated_at"}:
+            continue
+        before, after = old.get(key), new.get(key)
+        if before != after:
+            parts.append(f"{key}: {_show(before)} -> {_show(after)}")
+    return "; ".join(parts) or "no field changed"
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, list):
+        return ",".join(str(i) for i in value) or "-"
+    return str(value)
+
+
+def _short(value: Any, limit: int = 128) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def decision_id(change: Change, part: str) -> str:
+    """Stable per stream record: a replay writes the same audit item again."""
+    return hashlib.sha256(f"{change.event_id}#{part}".encode()).hexdigest()[:32]
+
+
+def action_of(change: Change) -> str:
+    if change.event == "REMOVE":
+        return "grant-expired" if change.by_ttl else "grant-removed"
+    return "grant-added" if change.event == "INSERT" else "grant-changed"
+
+
+def candidate_principals(
+    consumer: str, images: Iterable[Mapping[str, Any] | None], *, allow_wildcard: bool
+) -> set[str]:
+    """Principals any version of the consumer's grants named that this deployment may manage:
+    well-formed, the consumer's own account (or `*` when the deployment allows it). Malformed
+    entries are never turned into allow-list entries, nor removed."""
+    out: set[str] = set()
+    for image in images:
+        raw = (image or {}).get("principals") or ()
+        if isinstance(raw, (str, bytes)) or not isinstance(raw, Iterable):
+            continue
+        for principal in raw:
+            try:
+                v.principal(principal, allow_wildcard=allow_wildcard)
+            except v.ValidationError:
+                continue
+            if principal == WILDCARD_PRINCIPAL or v.principal_account(principal) == consumer:
+                out.add(str(principal))
+    return out
+
+
+# ----------------------------------------------------------------------------- registry reads
+
+
+def _parse(image: Mapping[str, Any] | None, deps: Deps) -> tuple[Grant | None, str | None]:
+    if image is None:
+        return None, None
+    try:
+        grant = grant_from_item(
+            image, allow_wildcard_principal=deps.settings.allow_wildcard_principal
+        )
+    except RegistryError as exc:
+        return None, str(exc)
+    return grant, None
+
+
+def _current(service_id: str, consumer: str, deps: Deps) -> dict[tuple[str, str], Grant | None]:
+    """The consumer's grants that can decide on this service, read consistently (the stream
+    record may arrive before an eventually consistent read would show the write). A malformed
+    item counts as no grant: it is never an allow."""
+    keys = [(service_id, consumer), (WILDCARD_SERVICE, consumer)]
+    out: dict[tuple[str, str], Grant | None] = dict.fromkeys(keys)
+    for item in RegistryItem.batch_get(keys, consistent_read=True):
+        grant, _ = _parse(item.attribute_values, deps)
+        out[(str(item.service_id), str(item.consumer))] = grant
+    return out
+
+
+def _partition(service_id: str, deps: Deps) -> dict[tuple[str, str], Grant | None]:
+    out: dict[tuple[str, str], Grant | None] = {}
+    for item in RegistryItem.query(service_id, consistent_read=True):
+        if item.consumer == SERVICE_MARKER:
+            continue
+        grant, _ = _parse(item.attribute_values, deps)
+        out[(str(item.service_id), str(item.consumer))] = grant
+    return out
+
+
+def _wildcard_needed(service_id: str, deps: Deps, now: datetime) -> bool:
+    """Whether any consumer's deciding grant on the service names the `*` principal."""
+    grants = {**_partition(service_id, deps), **_partition(WILDCARD_SERVICE, deps)}
+    consumers = {c for _, c in grants}
+    return any(
+        (g := allowing_grant(service_id, c, grants, now)) is not None
+        and WILDCARD_PRINCIPAL in g.principals
+        for c in consumers
+    )
+
+
+def affected_services(service_id: str, deps: Deps) -> list[str]:
+    """Managed services a grant applies to: its own service if managed, every one for `*`."""
+    if service_id == WILDCARD_SERVICE:
+        return [str(item.service_id) for item in deps.registry.managed_services()]
+    return [service_id] if deps.registry.is_managed(service_id) else []
+
+
+# ----------------------------------------------------------------------------- effects
+
+
+def _sync_principals(
+    service_id: str,
+    change: Change,
+    *,
+    add: set[str],
+    remove: set[str],
+    deps: Deps,
+    effect: ServiceEffect,
+) -> None:
+    if not add and not remove:
+        return
+    current = deps.ec2.allowed_principals(service_id)
+    to_add, to_remove = sorted(add - current), sorted(remove & current)
+    if not to_add and not to_remove:
+        return
+    shadow = deps.settings.shadow_mode
+    if not shadow:
+        deps.ec2.modify_principals(service_id, add=to_add, remove=to_remove)
+    effect.added, effect.removed, effect.shadow = tuple(to_add), tuple(to_remove), shadow
+    now = deps.clock()
+    subject = (
+        f"service#{service_id}"
+        if change.enrollment
+        else f"grant#{change.service_id}#{change.consumer}"
+    )
+    records = []
+    for action, principals in (("principals-added", to_add), ("principals-removed", to_remove)):
+        if not principals:
+            continue
+        records.append(
+            AuditRecord(
+                subject=subject,
+                action=f"would-{action}" if shadow else action,
+                actor=change.actor,
+                at=now,
+                reason=f"{service_id}: {', '.join(principals)}",
+                trigger="registry",
+                outcome="shadow" if shadow else "done",
+                service_id=service_id,
+                consumer=None if change.enrollment else change.consumer,
+                old={"principals": sorted(current)},
+                new={"principals": sorted((current | set(to_add)) - set(to_remove))},
+            )
+        )
+    deps.audit.write(records)
+    deps.metrics.add_metric("PrincipalsAdded", "Count", len(to_add))
+    deps.metrics.add_metric("PrincipalsRemoved", "Count", len(to_remove))
+    log.info(
+        "allowed principals of %s: +%s -%s%s",
+        service_id,
+        to_add,
+        to_remove,
+        " (shadow)" if shadow else "",
+    )
+
+
+def _revoke(
+    service_id: str, change: Change, grant_label: str, deps: Deps, effect: ServiceEffect
+) -> None:
+    """Reject the consumer's live connections that existed when the change was made (a
+    connection a human approved after it is left alone, even when the record is replayed)."""
+    cutoff = change.at + REVOKE_SKEW
+    targets = [
+        c
+        for c in deps.ec2.connections(service_id, states=LIVE, owners=[change.consumer])
+        if c.owner == change.consumer and c.live and (c.created is None or c.created <= cutoff)
+    ]
+    if not targets:
+        return
+    shadow = deps.settings.shadow_mode
+    now = deps.clock()
+    why = f"access revoked: grant {grant_label} {action_of(change).removeprefix('grant-')}"
+
+    def record(conn_id: str, region: str | None, outcome: str) -> AuditRecord:
+        return AuditRecord(
+            subject=conn_id,
+            action="would-reject" if shadow else "reject",
+            actor=change.actor,
+            at=now,
+            code="revoked",
+            reason=why,
+            trigger="registry",
+            outcome=outcome,
+            service_id=service_id,
+            vpc_endpoint_id=conn_id,
+            consumer=change.consumer,
+            region=region,
+        )
+
+    deps.audit.write(
+        record(c.vpc_endpoint_id, c.region, "shadow" if shadow else "requested") for c in targets
+    )
+    if shadow:
+        effect.revoked, effect.shadow = tuple(c.vpc_endpoint_id for c in targets), True
+        return
+    result = deps.ec2.reject(service_id, [c.vpc_endpoint_id for c in targets])
+    regions = {c.vpc_endpoint_id: c.region for c in targets}
+    deps.audit.write(
+        record(f.vpc_endpoint_id, regions.get(f.vpc_endpoint_id), f"failed:{f.code}")
+        for f in result.failed
+    )
+    effect.revoked = result.succeeded
+    effect.failed = tuple(f"{f.vpc_endpoint_id}: {f.code}" for f in result.failed)
+    deps.metrics.add_metric("Revoked", "Count", len(result.succeeded))
+    log.warning(
+        "revoked %d connection(s) of %s on %s", len(result.succeeded), grant_label, service_id
+    )
+
+
+def _revoke_flag(change: Change, deps: Deps) -> bool:
+    for image in (change.new, change.old):
+        value = (image or {}).get("revoke")
+        if isinstance(value, bool):
+            return value
+    return deps.settings.revoke_default
+
+
+def _apply_on_service(
+    service_id: str,
+    change: Change,
+    old: Grant | None,
+    candidates: set[str],
+    revocable: bool,
+    deps: Deps,
+) -> ServiceEffect:
+    effect = ServiceEffect(service_id)
+    consumer = change.consumer
+    now = deps.clock()
+    current = _current(service_id, consumer, deps)
+    after = allowing_grant(service_id, consumer, current, now)
+    names = candidates | {p for g in current.values() if g is not None for p in g.principals}
+    if not deps.settings.allow_wildcard_principal:
+        names.discard(WILDCARD_PRINCIPAL)
+    desired = set(after.principals) if after is not None else set()
+    wildcard_open = WILDCARD_PRINCIPAL in names and WILDCARD_PRINCIPAL not in desired
+    if wildcard_open and _wildcard_needed(service_id, deps, now):
+        desired.add(WILDCARD_PRINCIPAL)  # another consumer's grant still needs it
+    _sync_principals(
+        service_id,
+        change,
+        add=names & desired,
+        remove=names - desired,
+        deps=deps,
+        effect=effect,
+    )
+
+    report = converge(
+        service_id, deps, consumers=[consumer], trigger="registry", actor=change.actor
+    )
+    effect.accepted = tuple(report.accepted)
+    settled = report.accepted + report.rejected
+    if settled:
+        follow(service_id, settled, deps, trigger="registry")
+
+    before_grants = dict(current)
+    before_grants[change.key] = old
+    before = allowing_grant(service_id, consumer, before_grants, None)
+    if before is not None and after is None and revocable and _revoke_flag(change, deps):
+        _revoke(service_id, change, f"{change.service_id}/{consumer}", deps, effect)
+    return effect
+
+
+def _audit_change(report: ChangeReport, deps: Deps) -> None:
+    change = report.change
+    old, new = plain(change.old), plain(change.new)
+    if report.refused:
+        reason = f"refused: {report.refused}"
+    elif change.event == "REMOVE":
+        reason = "expired (TTL deletion)" if change.by_ttl else "deleted"
+    else:
+        reason = describe_diff(old, new)
+    consumer = change.consumer if v.ACCOUNT_RE.fullmatch(change.consumer or "") else None
+    deps.audit.write(
+        [
+            AuditRecord(
+                subject=_short(f"grant#{change.service_id}#{change.consumer}", 256),
+                action=report.action,
+                actor=change.actor,
+                at=change.at,
+                code="malformed-grant" if report.refused else None,
+                reason=_short(reason, 1024),
+                trigger="registry",
+                outcome="refused" if report.refused else "recorded",
+                service_id=_short(change.service_id),
+                consumer=consumer,
+                old=old,
+                new=new,
+                decision_id=decision_id(change, "change"),
+            )
+        ]
+    )
+
+
+# ----------------------------------------------------------------------------- entry points
+
+
+def apply_change(change: Change, deps: Deps) -> ChangeReport:
+    """Make one registry change take effect. Raises on AWS/DynamoDB errors (the stream record
+    is retried); a malformed item is refused (audited, logged) and never raises."""
+    if change.enrollment:
+        return apply_enrollment(change, deps)
+    old, _ = _parse(change.old, deps)
+    _, new_error = _parse(change.new, deps)
+    try:
+        v.service_id(change.service_id, allow_wildcard=True)
+        v.account_id(change.consumer)
+    except v.ValidationError as exc:
+        new_error = f"registry item key {change.service_id!r}/{change.consumer!r}: {exc}"
+    report = ChangeReport(change, "grant-refused" if new_error else action_of(change))
+    if new_error:
+        report.refused = new_error
+        log.error("refusing malformed registry item: %s", new_error)
+        deps.metrics.add_metric("MalformedGrants", "Count", 1)
+    _audit_change(report, deps)
+    deps.metrics.add_metric("RegistryChanges", "Count", 1)
+    if report.refused and "registry item key" in report.refused:
+        report.skipped = "malformed key"
+        return report
+
+    services = affected_services(change.service_id, deps)
+    if not services:
+        report.skipped = f"{change.service_id} is not managed by this deployment"
+        log.info("registry change for %s: %s", change.service_id, report.skipped)
+        return report
+    candidates = candidate_principals(
+        change.consumer,
+        (change.old, change.new),
+        allow_wildcard=deps.settings.allow_wildcard_principal,
+    )
+    # A malformed new version never revokes: a typo must not disconnect a consumer.
+    revocable = new_error is None
+    for service_id in services:
+        report.services.append(
+            _apply_on_service(service_id, change, old, candidates, revocable, deps)
+        )
+    return report
+
+
+def apply_enrollment(change: Change, deps: Deps) -> ChangeReport:
+    """A service was enrolled (or its enrollment changed): put the principals of every grant
+    that applies to it on its allow-list (adds only) and converge its waiting connections.
+    An un-enrolled service is left as it is (the deployment no longer manages it)."""
+    action = "service-unenrolled" if change.new is None else "service-enrolled"
+    report = ChangeReport(change, action)
+    try:
+        v.service_id(change.service_id)
+    except v.ValidationError as exc:
+        report.refused = str(exc)
+        report.action = "enrollment-refused"
+    deps.audit.write(
+        [
+            AuditRecord(
+                subject=_short(f"service#{change.service_id}", 256),
+                action=report.action,
+                actor=change.actor,
+                at=change.at,
+                reason=report.refused or describe_diff(plain(change.old), plain(change.new)),
+                trigger="registry",
+                outcome="refused" if report.refused else "recorded",
+                service_id=_short(change.service_id),
+                old=plain(change.old),
+                new=plain(change.new),
+                decision_id=decision_id(change, "enrollment"),
+            )
+        ]
+    )
+    if report.refused or change.new is None:
+        return report
+    report.services.append(sync_service(change.service_id, deps, actor=change.actor, change=change))
+    return report
+
+
+def sync_service(
+    service_id: str, deps: Deps, *, actor: str, change: Change | None = None
+) -> ServiceEffect:
+    """Add the principals of every grant deciding on this service to its allow-list (never
+    removes), then converge all its waiting connections."""
+    effect = ServiceEffect(service_id)
+    now = deps.clock()
+    grants = {**_partition(service_id, deps), **_partition(WILDCARD_SERVICE, deps)}
+    wanted: set[str] = set()
+    for consumer in sorted({c for _, c in grants}):
+        grant = allowing_grant(service_id, consumer, grants, now)
+        if grant is not None:
+            wanted.update(grant.principals)
+    if not deps.settings.allow_wildcard_principal:
+        wanted.discard(WILDCARD_PRINCIPAL)
+    marker = change or Change(
+        event_id=f"sync#{service_id}#{iso(now)}",
+        event="MODIFY",
+        service_id=service_id,
+        consumer=SERVICE_MARKER,
+        old=None,
+        new={"updated_by": actor.removeprefix("registry:")},
+        at=now,
+    )
+    _sync_principals(service_id, marker, add=wanted, remove=set(), deps=deps, effect=effect)
+    report = converge(service_id, deps, trigger="registry", actor=actor)
+    effect.accepted = tuple(report.accepted)
+    settled = report.accepted + report.rejected
+    if settled:
+        follow(service_id, settled, deps, trigger="registry")
+    return effect
