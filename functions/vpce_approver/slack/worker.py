@@ -1,0 +1,327 @@
+"""The human decision, after the click was acknowledged (SQS -> SlackWorkerFunction -> here).
+
+Never trust the button: the endpoint ID in it only names an escalation; the escalation record says
+which service and consumer it is about, the click must come from that record's own message
+(channel + ts), and the connection's state is read again from EC2 before acting.
+
+Exactly one action per escalation: the first click *claims* the record with a conditional write
+(claimed_by = slack:<user>#<job>; open and not claimed by another live job). A second click finds
+the claim and is told who is deciding; a click on a settled escalation is told the outcome (and the
+message is repainted from the record). A redelivered job holds the same claim, so it can finish
+what it started. A claim left by a job that died expires after CLAIM_LEASE.
+
+Audit: the decision is written (actor slack:<user>, outcome "requested") before the EC2 call, and
+failures after it, as converge() does. Refusals are audited too (action slack-refused)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from pynamodb.exceptions import UpdateError
+
+from .. import validation
+from ..audit import AuditRecord, stamp
+from ..converge import Deps, outcome_for_state
+from ..escalations import OPEN, SETTLED
+from ..model import Action, Connection, Grant, GrantStatus
+from ..registry import RegistryError
+from ..tables import EscalationItem
+from .client import SlackError
+from .interactivity import Job
+from .messages import APPROVE_REGISTER, REJECT, outcome_line
+from .port import SlackPort, conditional_failed
+
+log = logging.getLogger("vpce_approver.slack")
+
+CLAIM_LEASE = timedelta(minutes=10)  # well beyond the worker's timeout
+ATTEMPTS = 5
+TRIGGER = "slack"
+
+
+class Worker:
+    def __init__(self, deps: Deps, port: SlackPort) -> None:
+        self.deps = deps
+        self.port = port
+
+    # ------------------------------------------------------------------ entry point
+    def handle(self, job: Job) -> str:
+        """Process one click. Returns what happened (for logs and tests). Raises on errors that
+        a retry may fix (EC2, DynamoDB, Slack failing to show the outcome)."""
+        if job.refusal:
+            return self._refuse(job, job.refusal, job.refusal_message or "Not allowed.")
+        item = self._escalation(job.value)
+        if item is None:
+            return self._refuse(
+                job, "unknown-escalation", "This button names no escalation; nothing was done."
+            )
+        if (item.slack_channel, item.slack_ts) != (job.channel, job.message_ts):
+            return self._refuse(
+                job,
+                "button-mismatch",
+                "This button does not belong to this message; nothing was done.",
+            )
+        claim = f"slack:{job.user}#{job.job_id}"
+        if item.state != OPEN:
+            return self._already(item, job, claim)
+        claimed = self._claim(item.vpc_endpoint_id, claim)
+        if claimed is None or claimed.state != OPEN:
+            fresh = claimed or self._escalation(job.value)
+            if fresh is not None and fresh.state != OPEN:
+                return self._already(fresh, job, claim)
+            other = (fresh.claimed_by or "someone") if fresh else "someone"
+            who = other.split("#", 1)[0]
+            self._ephemeral(
+                job,
+                f"{who_mention(who)} is deciding on this connection right now; see the message.",
+            )
+            return "busy"
+        return self._decide(claimed, job, claim)
+
+    # ------------------------------------------------------------------ the decision
+    def _decide(self, item: EscalationItem, job: Job, claim: str) -> str:
+        conn = self._connection(item)
+        if conn is None or not conn.pending_acceptance:
+            state = conn.state if conn is not None else "deleted"
+            outcome = outcome_for_state(state) or "settled"
+            settled = self._settle(item.vpc_endpoint_id, claim, outcome, by=TRIGGER)
+            self._audit(
+                item,
+                job,
+                action="escalation-closed",
+                outcome=outcome,
+                reason=f"connection is {state} at the time of the click",
+            )
+            self.port.show(item.vpc_endpoint_id)
+            if settled is not None:
+                self._ephemeral(job, f"Already settled: {outcome_line(settled)}. Nothing was done.")
+            return "already-settled"
+
+        action = Action.REJECT if job.action == REJECT else Action.ACCEPT
+        verb = "rejected" if action is Action.REJECT else "approved"
+        self._audit(
+            item,
+            job,
+            action=action.value,
+            outcome="requested",
+            reason=f"{verb} in Slack by <@{job.user}> ({job.action})",
+        )
+        call = self.deps.ec2.reject if action is Action.REJECT else self.deps.ec2.accept
+        result = call(item.service_id, [item.vpc_endpoint_id])
+        if result.failed:
+            failure = result.failed[0]
+            self._audit(
+                item,
+                job,
+                action=action.value,
+                outcome=f"failed:{failure.code}",
+                reason=failure.message or failure.code,
+            )
+            conn = self._connection(item)
+            if conn is None or not conn.pending_acceptance:
+                return self._decide(item, job, claim)  # settled meanwhile: say so
+            self._release(item.vpc_endpoint_id, claim)
+            self._ephemeral(
+                job, f"{verb.capitalize()} failed ({failure.code}); nothing changed. Try again."
+            )
+            return f"failed:{failure.code}"
+
+        outcome = "rejected" if action is Action.REJECT else "approved"
+        if job.action == APPROVE_REGISTER and self._register(item, job):
+            outcome = "approved-registered"
+        self._settle(item.vpc_endpoint_id, claim, outcome, by=f"slack:{job.user}")
+        if not self.port.show(item.vpc_endpoint_id):
+            # The decision is made and recorded; a retry of this job only repaints the message.
+            raise SlackError("chat.update", "outcome not shown")
+        return outcome
+
+    def _register(self, item: EscalationItem, job: Job) -> bool:
+        """Approve & register: an allow grant for (service, consumer), keeping the owner, note
+        and principals of any grant already there. Written after the Accept, so the registry
+        stream's converge finds nothing left to race for."""
+        now = self.deps.clock()
+        registry = self.deps.registry
+        try:
+            existing = registry.get(item.service_id, item.consumer)
+        except RegistryError:
+            existing = None  # a malformed item is replaced by a clean grant
+        principals = (existing.principals if existing else ()) or (
+            f"arn:aws:iam::{item.consumer}:root",
+        )
+        grant = Grant(
+            service_id=item.service_id,
+            consumer=item.consumer,
+            status=GrantStatus.ALLOW,
+            principals=principals,
+            owner=existing.owner if existing else None,
+            note=(existing.note if existing and existing.note else None)
+            or f"approved in Slack by {job.user} for {item.vpc_endpoint_id}",
+            revoke=existing.revoke if existing else None,
+        )
+        try:
+            registry.put(grant, by=f"slack:{job.user}", now=now)
+        except validation.ValidationError as exc:
+            log.error("approve & register of %s: grant refused: %s", item.vpc_endpoint_id, exc)
+            self._ephemeral(job, f"Approved, but the grant could not be written: {exc}")
+            return False
+        return True
+
+    # ------------------------------------------------------------------ escalation record
+    def _escalation(self, value: str) -> EscalationItem | None:
+        try:
+            validation.endpoint_id(value)
+        except validation.ValidationError:
+            return None
+        return self.deps.escalations.get(value)
+
+    def _claim(self, vpc_endpoint_id: str, claim: str) -> EscalationItem | None:
+        """Claim the open escalation for this job. Returns the record after the claim, the
+        settled record, or None when another job holds it."""
+        for _ in range(ATTEMPTS):
+            item = self.deps.escalations.get(vpc_endpoint_id)
+            if item is None:
+                return None
+            if item.state != OPEN:
+                return item
+            now = self.deps.clock()
+            expired = EscalationItem.updated_at < stamp(now - CLAIM_LEASE)
+            try:
+                item.update(
+                    actions=[
+                        EscalationItem.claimed_by.set(claim),
+                        EscalationItem.updated_at.set(stamp(now)),
+                    ],
+                    condition=(EscalationItem.state == OPEN)
+                    & (
+                        EscalationItem.claimed_by.does_not_exist()
+                        | (EscalationItem.claimed_by == claim)
+                        | expired
+                    ),
+                )
+            except UpdateError as exc:
+                if not conditional_failed(exc):
+                    raise
+                if self._held_by_other(vpc_endpoint_id, claim, now):
+                    return None  # another live job is deciding
+                continue  # the version moved (a post, a settle): read again
+            return item
+        return None
+
+    def _held_by_other(self, vpc_endpoint_id: str, claim: str, now: datetime) -> bool:
+        fresh = self.deps.escalations.get(vpc_endpoint_id)
+        if fresh is None or fresh.state != OPEN or fresh.claimed_by in (None, claim):
+            return False
+        return bool(fresh.updated_at) and str(fresh.updated_at) >= stamp(now - CLAIM_LEASE)
+
+    def _settle(
+        self, vpc_endpoint_id: str, claim: str, outcome: str, *, by: str
+    ) -> EscalationItem | None:
+        for _ in range(ATTEMPTS):
+            item = self.deps.escalations.get(vpc_endpoint_id)
+            if item is None or item.claimed_by != claim:
+                return None
+            try:
+                item.update(
+                    actions=[
+                        EscalationItem.state.set(SETTLED),
+                        EscalationItem.outcome.set(outcome),
+                        EscalationItem.decided_by.set(by),
+                        EscalationItem.updated_at.set(stamp(self.deps.clock())),
+                    ],
+                    condition=EscalationItem.claimed_by == claim,
+                )
+            except UpdateError as exc:
+                if conditional_failed(exc):
+                    continue  # e.g. follow() settled it meanwhile: ours is the decision
+                raise
+            return item
+        raise RuntimeError(f"could not settle escalation {vpc_endpoint_id}")
+
+    def _release(self, vpc_endpoint_id: str, claim: str) -> None:
+        for _ in range(ATTEMPTS):
+            item = self.deps.escalations.get(vpc_endpoint_id)
+            if item is None or item.claimed_by != claim:
+                return
+            try:
+                item.update(
+                    actions=[EscalationItem.claimed_by.remove()],
+                    condition=EscalationItem.claimed_by == claim,
+                )
+            except UpdateError as exc:
+                if conditional_failed(exc):
+                    continue
+                raise
+            return
+
+    def _connection(self, item: EscalationItem) -> Connection | None:
+        """The connection as EC2 sees it now, under the *record's* service and consumer."""
+        for conn in self.deps.ec2.connections(item.service_id, owners=[item.consumer]):
+            if conn.vpc_endpoint_id == item.vpc_endpoint_id:
+                return conn
+        return None
+
+    # ------------------------------------------------------------------ replies
+    def _already(self, item: EscalationItem, job: Job, claim: str) -> str:
+        if item.claimed_by == claim:
+            # A redelivery of the job that decided: finish showing the outcome.
+            if not self.port.show(item.vpc_endpoint_id):
+                raise SlackError("chat.update", "outcome not shown")
+            return item.outcome or "settled"
+        self.port.show(item.vpc_endpoint_id)  # say so on the message (repaint from the record)
+        self._ephemeral(job, f"Already settled: {outcome_line(item)}. Nothing was done.")
+        return "already-settled"
+
+    def _refuse(self, job: Job, code: str, message: str) -> str:
+        try:
+            subject = validation.endpoint_id(job.value)
+        except validation.ValidationError:
+            subject = "slack#invalid-button"
+        record = AuditRecord(
+            subject=subject,
+            action="slack-refused",
+            actor=f"slack:{job.user}",
+            at=self.deps.clock(),
+            code=code,
+            reason=f"{message} (action {job.action}, team {job.team}, channel {job.channel})",
+            trigger=TRIGGER,
+            outcome=f"refused:{code}",
+            vpc_endpoint_id=subject if subject.startswith("vpce-") else None,
+        )
+        self.deps.audit.write([record])
+        if code != "wrong-team":  # our bot cannot talk to another workspace's users
+            self._ephemeral(job, message)
+        return f"refused:{code}"
+
+    def _audit(
+        self, item: EscalationItem, job: Job, *, action: str, outcome: str, reason: str
+    ) -> None:
+        self.deps.audit.write(
+            [
+                AuditRecord(
+                    subject=item.vpc_endpoint_id,
+                    action=action,
+                    actor=f"slack:{job.user}",
+                    at=self.deps.clock(),
+                    code="human",
+                    reason=reason,
+                    trigger=TRIGGER,
+                    outcome=outcome,
+                    service_id=item.service_id,
+                    vpc_endpoint_id=item.vpc_endpoint_id,
+                    consumer=item.consumer,
+                    region=item.region,
+                )
+            ]
+        )
+
+    def _ephemeral(self, job: Job, text: str) -> None:
+        if not job.channel:
+            return
+        try:
+            self.port.api.post_ephemeral(job.channel, job.user, text)
+        except SlackError as exc:
+            log.warning("ephemeral reply to %s failed: %s", job.user, exc.code)
+
+
+def who_mention(actor: str) -> str:
+    return f"<@{actor.removeprefix('slack:')}>" if actor.startswith("slack:") else actor
