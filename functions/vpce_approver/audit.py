@@ -32,12 +32,14 @@ class AuditRecord:
     old: Mapping[str, Any] | None = None
     new: Mapping[str, Any] | None = None
     decision_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # A fixed sort key makes the record idempotent: writing it again overwrites, never duplicates.
+    sort_key: str | None = None
 
     def to_item(self) -> AuditItem:
         at = stamp(self.at)
         return AuditItem(
             self.subject,
-            f"{at}#{self.decision_id}",
+            self.sort_key or f"{at}#{self.decision_id}",
             decision_id=self.decision_id,
             at=at,
             action=self.action,

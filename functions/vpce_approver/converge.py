@@ -13,11 +13,11 @@ from __future__ import annotations
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Protocol
 
-from .audit import Audit, AuditRecord
+from .audit import Audit, AuditRecord, stamp
 from .config import Settings
 from .ec2 import BatchResult, Ec2
 from .escalations import EscalationPort, Escalations
@@ -238,17 +238,19 @@ def converge(
             deps.metrics.add_metric("Ignored", "Count", 1)
             continue
         if shadow:
-            records.append(
-                _record(
-                    conn,
-                    decision,
-                    action=f"would-{action.value}",
-                    outcome="shadow",
-                    trigger=trigger,
-                    actor=actor,
-                    now=now,
-                )
+            # One record per connection and would-be action, however often it is converged
+            # (every sweep sees it pending again): the fixed sort key makes the write idempotent.
+            record = _record(
+                conn,
+                decision,
+                action=f"would-{action.value}",
+                outcome="shadow",
+                trigger=trigger,
+                actor=actor,
+                now=now,
             )
+            created = stamp(conn.created) if conn.created else "unknown"
+            records.append(replace(record, sort_key=f"{created}#would-{action.value}"))
             report.outcomes.append(Outcome(conn, decision, "shadow"))
             continue
         if action is Action.ESCALATE:
@@ -344,6 +346,37 @@ def converge(
     return report
 
 
+@dataclass(frozen=True, slots=True)
+class Preview:
+    """What converge() would decide, without acting (the CLI's explain/pending/doctor)."""
+
+    managed: bool
+    decisions: list[tuple[Connection, Decision]]
+    grants: dict[tuple[str, str], Grant]
+    registry_errors: dict[str, str]
+
+
+def preview(service_id: str, connections: Sequence[Connection], deps: Deps) -> Preview:
+    """The decision each connection would get now (a settled one is judged as if it were
+    pendingAcceptance, so a caller can say what the registry says about it)."""
+    conns = [c for c in connections if c.service_id == service_id]
+    managed, grants, errors = deps.registry.lookup([service_id], {c.owner for c in conns})
+    as_pending = [replace(c, state="pendingAcceptance") for c in conns]
+    now = deps.clock()
+    counts = _limit_counts(service_id, as_pending, grants, deps)
+    for conn in conns:  # a live connection being judged must not count against itself
+        if conn.live and counts[conn.owner] > 0:
+            counts[conn.owner] -= 1
+    decisions = _decide_all(as_pending, grants, set(errors), counts, deps, now)
+    real = {c.vpc_endpoint_id: c for c in conns}
+    return Preview(
+        managed=service_id in managed,
+        decisions=[(real[c.vpc_endpoint_id], d) for c, d in decisions],
+        grants=grants,
+        registry_errors=errors,
+    )
+
+
 def outcome_for_state(state: str) -> str | None:
     """What a non-pending connection state means for an open escalation."""
     state = state.lower()
@@ -366,14 +399,14 @@ def follow(
 ) -> list[str]:
     """Close open escalations of connections that were settled by another path (console, registry
     edit, consumer withdrew it, sweep). Returns the endpoint IDs whose escalation was closed."""
-    ids = list(dict.fromkeys(endpoint_ids))
     open_items = {
-        i: e for i in ids if (e := deps.escalations.get(i)) is not None and e.state == "open"
+        e.vpc_endpoint_id: e for e in deps.escalations.get_many(endpoint_ids) if e.state == "open"
     }
     if not open_items:
         return []
-    if connections is None:
-        connections = deps.ec2.connections(service_id)
+    if connections is None:  # only the owners concerned: a busy service has many connections
+        owners = {e.consumer for e in open_items.values()}
+        connections = deps.ec2.connections(service_id, owners=owners)
     states: dict[str, str] = defaultdict(lambda: "deleted")  # gone from Describe: deleted
     for conn in connections:
         if conn.vpc_endpoint_id in open_items:

@@ -6,7 +6,7 @@ record alone is the escalation ("pending-human": posted = false)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Protocol
 
@@ -59,6 +59,13 @@ class Escalations:
             return EscalationItem.get(vpc_endpoint_id, consistent_read=True)
         except EscalationItem.DoesNotExist:
             return None
+
+    def get_many(self, vpc_endpoint_ids: Iterable[str]) -> list[EscalationItem]:
+        """Consistent BatchGetItem (100 keys a call) of the escalations that exist."""
+        ids = list(dict.fromkeys(vpc_endpoint_ids))
+        if not ids:
+            return []
+        return list(EscalationItem.batch_get(ids, consistent_read=True))
 
     def open_once(
         self, connection: Connection, decision: Decision, now: datetime

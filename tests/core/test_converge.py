@@ -226,6 +226,10 @@ def test_shadow_mode_records_and_does_nothing(
     assert audit_actions(ok) == [("would-accept", "shadow")]
     assert audit_actions(bad) == [("would-reject", "shadow")]
     assert list(EscalationItem.scan()) == []
+    # converging again (the sweep will, every few minutes) records nothing new
+    converge(service.service_id, deployment.deps(shadow_mode=True), trigger="sweep")
+    assert audit_actions(ok) == [("would-accept", "shadow")]
+    assert audit_actions(bad) == [("would-reject", "shadow")]
 
 
 def test_unmanaged_service_is_ignored(
