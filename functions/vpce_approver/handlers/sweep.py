@@ -1,0 +1,47 @@
+"""The scheduled sweep: EventBridge (Scheduled Event) -> sweep every managed service.
+
+Returns the run's summary. A run cut off by the Lambda's remaining time is not a failure: the
+cursor is saved and the next scheduled run resumes there. A run in which a service (or the
+escalation maintenance) failed raises after finishing everything else, so the asynchronous
+invocation's failure destination (the sweep DLQ) and the Errors alarm see it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from ..converge import Deps
+from ..observability import logger, metrics, tracer
+from ..runtime import default_deps
+from ..sweep import SweepReport, sweep
+
+
+class SweepFailed(RuntimeError):
+    """Some services could not be swept (the others were)."""
+
+
+def run(event: Mapping[str, Any], context: LambdaContext, deps: Deps) -> dict[str, Any]:
+    source = event.get("source") if isinstance(event, Mapping) else None
+    logger.info("sweep started", extra={"source": source, "event_id": _event_id(event)})
+    report: SweepReport = sweep(deps, remaining_ms=context.get_remaining_time_in_millis)
+    summary = report.summary()
+    summary.pop("per_service", None)
+    logger.info("sweep finished", extra={"sweep": summary})
+    if report.errors:
+        raise SweepFailed(f"sweep failed for {', '.join(sorted(report.errors))}")
+    return summary
+
+
+def _event_id(event: object) -> str | None:
+    if isinstance(event, Mapping) and isinstance(event.get("id"), str):
+        return str(event["id"])
+    return None
+
+
+@logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+def handler(event: Mapping[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return run(event, context, default_deps())
