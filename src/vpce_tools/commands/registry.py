@@ -1,0 +1,444 @@
+"""`vpce-approver registry`: the grants (add, list, show, remove, suspend, import, export).
+
+Every write goes through Registry.put (validated); the deployment's registry stream then makes it
+take effect (allowed principals, waiting connections, revocation)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from vpce_approver import validation as v
+from vpce_approver.model import Grant, GrantStatus
+from vpce_approver.registry import RegistryError, grant_from_item, iso
+from vpce_approver.tables import SERVICE_MARKER, RegistryItem
+from vpce_tools import grantfile
+from vpce_tools.cli import UsageError
+
+from . import _support as s
+
+PROGRESS_EVERY = 100
+
+
+def register(subs: Any) -> None:
+    p: argparse.ArgumentParser = subs.add_parser(
+        "registry", help="the registry of grants: who may connect to which service"
+    )
+    cmds = p.add_subparsers(dest="registry_command", metavar="ACTION", required=True)
+
+    add = cmds.add_parser("add", help="add a grant (or replace one with --replace)")
+    _key_args(add)
+    add.add_argument(
+        "--status", choices=[g.value for g in GrantStatus], default="allow", help="default allow"
+    )
+    add.add_argument(
+        "--principal",
+        action="append",
+        default=[],
+        metavar="ARN",
+        help="allowed principal (repeat); default for allow: arn:aws:iam::<consumer>:root",
+    )
+    add.add_argument("--expires", metavar="WHEN", help="ISO time (…Z) or relative: 30d, 12h")
+    add.add_argument("--max-endpoints", type=int, metavar="N", help="live endpoints allowed")
+    add.add_argument(
+        "--region",
+        dest="regions",
+        action="append",
+        default=[],
+        metavar="REGION",
+        help="allowed consumer region (repeat); put the global --region before `registry`",
+    )
+    add.add_argument("--owner", help="who to ask about this grant")
+    add.add_argument("--note", help="why this grant exists")
+    _revoke_args(add)
+    add.add_argument("--replace", action="store_true", help="overwrite an existing grant")
+    _by_arg(add)
+    add.set_defaults(run=run_add)
+
+    ls = cmds.add_parser("list", help="list grants")
+    ls.add_argument("--service", help="only this service (vpce-svc-… or *)")
+    ls.add_argument("--consumer", help="only this consumer account")
+    s.add_format(ls, ("table", "json", "yaml", "csv"))
+    ls.set_defaults(run=run_list)
+
+    show = cmds.add_parser("show", help="show one grant")
+    _key_args(show)
+    s.add_format(show, ("yaml", "json"))
+    show.set_defaults(run=run_show)
+
+    rm = cmds.add_parser("remove", help="delete a grant (revokes if the grant says so)")
+    _key_args(rm)
+    _by_arg(rm)
+    rm.set_defaults(run=run_remove)
+
+    sus = cmds.add_parser("suspend", help="suspend a grant (new connections escalate)")
+    _key_args(sus)
+    _revoke_args(sus)
+    sus.add_argument("--note", help="why (replaces the grant's note)")
+    _by_arg(sus)
+    sus.set_defaults(run=run_suspend)
+
+    imp = cmds.add_parser("import", help="add/replace grants from a YAML or CSV file")
+    imp.add_argument("file", help="the file (- for standard input, with --format)")
+    imp.add_argument("--format", choices=grantfile.FORMATS, help="default: from the extension")
+    imp.add_argument("--dry-run", action="store_true", help="validate and report, write nothing")
+    _by_arg(imp)
+    imp.set_defaults(run=run_import)
+
+    exp = cmds.add_parser("export", help="write every live grant as YAML or CSV")
+    exp.add_argument("--format", choices=grantfile.FORMATS, default="yaml")
+    exp.add_argument("--output", "-f", metavar="FILE", help="default: standard output")
+    exp.set_defaults(run=run_export)
+
+
+def _key_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("service", help="vpce-svc-… or * (every managed service)")
+    p.add_argument("consumer", help="consumer AWS account ID (12 digits)")
+
+
+def _revoke_args(p: argparse.ArgumentParser) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument(
+        "--revoke",
+        dest="revoke",
+        action="store_const",
+        const=True,
+        help="when access is lost, reject the consumer's live connections",
+    )
+    group.add_argument(
+        "--no-revoke",
+        dest="revoke",
+        action="store_const",
+        const=False,
+        help="when access is lost, leave live connections (only the principal is removed)",
+    )
+    p.set_defaults(revoke=None)
+
+
+def _by_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--by", help="who makes the change (default: your AWS identity)")
+
+
+def _key(args: argparse.Namespace) -> tuple[str, str]:
+    try:
+        return (
+            v.service_id(args.service, field="service", allow_wildcard=True),
+            v.account_id(args.consumer),
+        )
+    except v.ValidationError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _get(service_id: str, consumer: str) -> RegistryItem | None:
+    try:
+        return RegistryItem.get(service_id, consumer, consistent_read=True)
+    except RegistryItem.DoesNotExist:
+        return None
+
+
+def _describe(grant: Grant) -> dict[str, Any]:
+    row = grantfile.row_from_grant(grant)
+    if grant.updated_by:
+        row["updated_by"] = grant.updated_by
+    if grant.updated_at:
+        row["updated_at"] = iso(grant.updated_at)
+    return row
+
+
+# ----------------------------------------------------------------------------- add / suspend
+
+
+@s.aws_errors
+def run_add(args: argparse.Namespace) -> int:
+    service_id, consumer = _key(args)
+    settings = s.settings(args)
+    deps = s.deps(args)
+    now = datetime.now(UTC)
+    row: dict[str, Any] = {
+        "service_id": service_id,
+        "consumer": consumer,
+        "status": args.status,
+        "principals": args.principal or None,
+        "expires_at": iso(s.parse_time(args.expires, past=False)) if args.expires else None,
+        "max_endpoints": str(args.max_endpoints) if args.max_endpoints is not None else None,
+        "regions": args.regions or None,
+        "owner": args.owner,
+        "note": args.note,
+        "revoke": None if args.revoke is None else str(args.revoke).lower(),
+    }
+    try:
+        grant = grantfile.grant_from_row(
+            row, now=now, allow_wildcard_principal=settings.allow_wildcard_principal
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if _get(service_id, consumer) is not None and not args.replace:
+        raise UsageError(
+            f"a grant for {service_id}/{consumer} exists; use --replace to overwrite it"
+            " (or registry show/suspend/remove)"
+        )
+    deps.registry.put(grant, by=s.actor(args, settings), now=now)
+    print(f"{grant.status.value} {service_id}/{consumer} written", end="")
+    if grant.principals:
+        print(f"; principals {', '.join(grant.principals)}", end="")
+    print(" (takes effect through the registry stream)")
+    return 0
+
+
+@s.aws_errors
+def run_suspend(args: argparse.Namespace) -> int:
+    service_id, consumer = _key(args)
+    settings = s.settings(args)
+    deps = s.deps(args)
+    item = _get(service_id, consumer)
+    if item is None:
+        raise UsageError(f"no grant for {service_id}/{consumer}")
+    try:
+        grant = grant_from_item(item, allow_wildcard_principal=settings.allow_wildcard_principal)
+    except RegistryError as exc:
+        raise UsageError(f"{exc}; fix it with registry add --replace") from None
+    now = datetime.now(UTC)
+    revoke = grant.revoke if args.revoke is None else args.revoke
+    changed = replace(
+        grant,
+        status=GrantStatus.SUSPENDED,
+        revoke=revoke,
+        note=args.note if args.note is not None else grant.note,
+        expires_at=grant.expires_at if not grant.expired(now) else None,
+    )
+    deps.registry.put(changed, by=s.actor(args, settings), now=now)
+    effective = revoke if revoke is not None else settings.revoke_default
+    tail = (
+        "its live connections will be rejected"
+        if effective
+        else "live connections stay (no revocation); new ones escalate"
+    )
+    print(f"suspended {service_id}/{consumer}: {tail}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- remove
+
+
+@s.aws_errors
+def run_remove(args: argparse.Namespace) -> int:
+    service_id, consumer = _key(args)
+    settings = s.settings(args)
+    s.deps(args)  # binds the tables
+    item = _get(service_id, consumer)
+    if item is None:
+        raise UsageError(f"no grant for {service_id}/{consumer}")
+    # Stamp who removes it first, so the stream's REMOVE record (whose old image is this item)
+    # names them in the audit trail; delete only what we stamped.
+    stamp = iso(datetime.now(UTC))
+    item.update(
+        actions=[
+            RegistryItem.updated_by.set(s.actor(args, settings)),
+            RegistryItem.updated_at.set(stamp),
+        ]
+    )
+    item.delete(condition=RegistryItem.updated_at == stamp)
+    print(f"removed {service_id}/{consumer}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- read
+
+
+def _grants(
+    deps_registry: Any, *, service: str | None, consumer: str | None
+) -> tuple[list[Grant], list[str]]:
+    if consumer is not None:
+        items: Any = RegistryItem.by_consumer.query(consumer)
+    elif service is not None:
+        items = RegistryItem.query(service)
+    else:
+        items = deps_registry.all_items()
+    grants, bad = [], []
+    for item in items:
+        if item.consumer == SERVICE_MARKER:
+            continue
+        if service is not None and item.service_id != service:
+            continue
+        try:
+            grants.append(
+                grant_from_item(
+                    item, allow_wildcard_principal=deps_registry.allow_wildcard_principal
+                )
+            )
+        except RegistryError as exc:
+            bad.append(str(exc))
+    return sorted(grants, key=lambda g: g.key), bad
+
+
+@s.aws_errors
+def run_list(args: argparse.Namespace) -> int:
+    try:
+        service = (
+            v.service_id(args.service, field="service", allow_wildcard=True)
+            if args.service
+            else None
+        )
+        consumer = v.account_id(args.consumer) if args.consumer else None
+    except v.ValidationError as exc:
+        raise UsageError(str(exc)) from None
+    deps = s.deps(args)
+    grants, bad = _grants(deps.registry, service=service, consumer=consumer)
+    for error in bad:
+        print(f"warning: {error}", file=sys.stderr)
+    if args.format == "csv":
+        sys.stdout.write(grantfile.dump(grants, "csv"))
+    elif args.format in {"json", "yaml"}:
+        s.emit([_describe(g) for g in grants], args.format)
+    else:
+        now = datetime.now(UTC)
+        s.table(
+            (
+                (
+                    g.service_id,
+                    g.consumer,
+                    g.status.value + (" (expired)" if g.expired(now) else ""),
+                    g.principals,
+                    g.expires_at,
+                    g.max_endpoints,
+                    sorted(g.regions),
+                    g.owner,
+                    g.note,
+                )
+                for g in grants
+            ),
+            (
+                "SERVICE",
+                "CONSUMER",
+                "STATUS",
+                "PRINCIPALS",
+                "EXPIRES",
+                "MAX",
+                "REGIONS",
+                "OWNER",
+                "NOTE",
+            ),
+        )
+        print(f"{len(grants)} grant(s)", file=sys.stderr)
+    return 0
+
+
+@s.aws_errors
+def run_show(args: argparse.Namespace) -> int:
+    service_id, consumer = _key(args)
+    settings = s.settings(args)
+    s.deps(args)
+    item = _get(service_id, consumer)
+    if item is None:
+        raise UsageError(f"no grant for {service_id}/{consumer}")
+    try:
+        data = _describe(
+            grant_from_item(item, allow_wildcard_principal=settings.allow_wildcard_principal)
+        )
+    except RegistryError as exc:
+        data = {
+            "malformed": str(exc),
+            "stored": {k: str(x) for k, x in item.attribute_values.items()},
+        }
+    s.emit(data, args.format)
+    return 0
+
+
+# ----------------------------------------------------------------------------- import / export
+
+
+def _read_source(path: str, fmt: str | None) -> tuple[str, str]:
+    if path == "-":
+        if not fmt:
+            raise UsageError("reading standard input needs --format yaml|csv")
+        return sys.stdin.read(), fmt
+    file = Path(path)
+    if not file.is_file():
+        raise UsageError(f"{path}: no such file")
+    try:
+        chosen = grantfile.detect_format(path, fmt)
+        return file.read_text(encoding="utf-8-sig"), chosen
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: cannot read: {exc}") from None
+    except grantfile.GrantFileError as exc:
+        raise UsageError(str(exc)) from None
+
+
+@s.aws_errors
+def run_import(args: argparse.Namespace) -> int:
+    text, fmt = _read_source(args.file, args.format)
+    settings = s.settings(args)
+    now = datetime.now(UTC)
+    try:
+        grants, errors = grantfile.load(
+            text, fmt, now=now, allow_wildcard_principal=settings.allow_wildcard_principal
+        )
+    except grantfile.GrantFileError as exc:
+        raise UsageError(f"{args.file}: {exc}") from None
+    if errors:
+        for error in errors:
+            print(f"{args.file}: {error}", file=sys.stderr)
+        print(
+            f"{args.file}: {len(errors)} bad row(s) of {len(errors) + len(grants)};"
+            " nothing was imported",
+            file=sys.stderr,
+        )
+        return 1
+    if not grants:
+        print(f"{args.file}: no grants in the file; nothing to do")
+        return 0
+    if args.dry_run:
+        print(f"{args.file}: {len(grants)} grant(s) valid (dry run: nothing written)")
+        return 0
+    deps = s.deps(args)
+    by = s.actor(args, settings)
+    counts = {"added": 0, "replaced": 0, "unchanged": 0}
+    total = len(grants)
+    for done, (_, grant) in enumerate(grants, start=1):
+        existing = _get(*grant.key)
+        old: Grant | None = None
+        if existing is not None:
+            try:
+                old = grant_from_item(
+                    existing, allow_wildcard_principal=settings.allow_wildcard_principal
+                )
+            except RegistryError:
+                old = None  # a malformed item is replaced
+        if old is not None and grantfile.same_grant(old, grant):
+            counts["unchanged"] += 1
+        else:
+            deps.registry.put(grant, by=by, now=datetime.now(UTC))
+            counts["added" if existing is None else "replaced"] += 1
+        if total > PROGRESS_EVERY and (done % PROGRESS_EVERY == 0 or done == total):
+            print(f"  {done}/{total} ({done * 100 // total}%)", file=sys.stderr)
+    print(
+        f"{args.file}: {total} grant(s): {counts['added']} added, {counts['replaced']} replaced,"
+        f" {counts['unchanged']} unchanged"
+    )
+    return 0
+
+
+@s.aws_errors
+def run_export(args: argparse.Namespace) -> int:
+    deps = s.deps(args)
+    grants, bad = _grants(deps.registry, service=None, consumer=None)
+    now = datetime.now(UTC)
+    live = [g for g in grants if not g.expired(now)]
+    for error in bad:
+        print(f"warning: skipped {error}", file=sys.stderr)
+    if len(live) != len(grants):
+        print(f"warning: skipped {len(grants) - len(live)} expired grant(s)", file=sys.stderr)
+    text = grantfile.dump(live, args.format)
+    if args.output:
+        try:
+            Path(args.output).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"{args.output}: cannot write: {exc}") from None
+        print(f"{len(live)} grant(s) written to {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
