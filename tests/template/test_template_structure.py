@@ -450,3 +450,30 @@ def test_template_outputs_stay_within_limits(transformed: dict[str, Any]) -> Non
     assert len(transformed["Resources"]) <= 500
     assert len(transformed.get("Outputs", {})) <= 200
     assert len(Path(cfn_template.TEMPLATE).read_bytes()) < 1_000_000
+
+
+# ---------------------------------------------------------------------- samconfig.toml
+def _samconfig() -> dict[str, Any]:
+    import tomllib
+
+    with (ROOT / "samconfig.toml").open("rb") as handle:
+        return tomllib.load(handle)
+
+
+@pytest.mark.parametrize("environment", ["default", "prod"])
+def test_samconfig_environments_lint_and_pass_valid_parameters(environment: str) -> None:
+    import shlex
+
+    config = _samconfig()[environment]
+    assert config["validate"]["parameters"]["lint"] is True
+    deploy = config["deploy"]["parameters"]
+    assert deploy["confirm_changeset"] is True
+    overrides = dict(item.split("=", 1) for item in shlex.split(deploy["parameter_overrides"]))
+    resolver = Resolver(
+        SOURCE, stack=config["global"]["parameters"]["stack_name"], parameters=overrides
+    )
+    for name in overrides:
+        resolver.parameter(name)  # unknown names and values outside AllowedValues raise
+    expected = {"default": "dev", "prod": "prod"}[environment]
+    assert overrides["Environment"] == expected
+    assert overrides["ShadowMode"] == ("true" if environment == "default" else "false")
