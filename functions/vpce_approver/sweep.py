@@ -311,7 +311,6 @@ def ensure_service(
     result.fixes ("would …" when not acting); what cannot be fixed goes to result.warnings."""
     service_id = str(enrollment.service_id)
     client = deps.ec2.client
-    now = deps.clock()
     configs = client.describe_vpc_endpoint_service_configurations(ServiceIds=[service_id])
     [config] = configs["ServiceConfigurations"]
     if not config.get("AcceptanceRequired"):
@@ -329,53 +328,68 @@ def ensure_service(
             f"tag {MANAGED_TAG_KEY} is missing: IAM will refuse Accept/Reject on this service"
         )
 
+    _ensure_notification(enrollment, deps, act=act, result=result)
+
+
+def _complete(note: dict[str, Any]) -> bool:
+    return set(CONNECTION_EVENTS) <= set(note.get("ConnectionEvents", []))
+
+
+def _ensure_notification(
+    enrollment: RegistryItem, deps: Deps, *, act: bool, result: ServiceSweep
+) -> None:
+    """A notification of all four events to the deployment's topic. One that lost events is not
+    modified (ModifyVpcEndpointConnectionNotification cannot be scoped to managed services: it
+    would let this function redirect any notification of the account); a complete one is
+    created next to it instead (duplicate hints are harmless: converge is idempotent)."""
+    service_id = str(enrollment.service_id)
+    client = deps.ec2.client
     topic = deps.settings.notification_topic_arn
     notes = _notifications(client, service_id)
     if topic:
         mine = [n for n in notes if n.get("ConnectionNotificationArn") == topic]
     else:
         mine = [n for n in notes if n.get("ConnectionNotificationId") == enrollment.notification_id]
-    if not mine:
-        if not topic:
+    complete = [n for n in mine if _complete(n)]
+    if complete:
+        note = complete[0]
+        notification_id = str(note["ConnectionNotificationId"])
+        state = str(note.get("ConnectionNotificationState", "Enabled"))
+        if state.lower() != "enabled":
             result.warnings.append(
-                "connection notification is missing and NOTIFICATION_TOPIC_ARN is not set:"
-                " cannot recreate it"
+                f"connection notification {notification_id} is {state}"
+                " (check the topic, its policy and its key)"
             )
-            return
-        if not act:
-            result.fixes.append("would recreate the connection notification")
-            return
-        created = client.create_vpc_endpoint_connection_notification(
-            ServiceId=service_id,
-            ConnectionNotificationArn=topic,
-            ConnectionEvents=list(CONNECTION_EVENTS),
-        )["ConnectionNotification"]
-        notification_id = str(created["ConnectionNotificationId"])
-        _set_notification_id(enrollment, notification_id, now)
-        result.fixes.append(f"connection notification recreated ({notification_id})")
+        if enrollment.notification_id != notification_id:
+            if act:
+                _set_notification_id(enrollment, notification_id, deps.clock())
+            verb = "set" if act else "would be set"
+            result.fixes.append(f"enrollment notification_id {verb} to {notification_id}")
         return
-    note = mine[0]
-    notification_id = str(note["ConnectionNotificationId"])
-    missing = [e for e in CONNECTION_EVENTS if e not in set(note.get("ConnectionEvents", []))]
-    if missing:
-        if act:
-            client.modify_vpc_endpoint_connection_notification(
-                ConnectionNotificationId=notification_id, ConnectionEvents=list(CONNECTION_EVENTS)
-            )
-        verb = "restored" if act else "would restore"
-        result.fixes.append(f"notification events {verb}: {', '.join(missing)}")
-    note_state = str(note.get("ConnectionNotificationState", "Enabled"))
-    if note_state.lower() != "enabled":
+    if mine:
+        old = mine[0]
+        lacks = [e for e in CONNECTION_EVENTS if e not in set(old.get("ConnectionEvents", []))]
+        why = f" ({old['ConnectionNotificationId']} lacks {', '.join(lacks)})"
+        would, done = "would create a complete connection notification", "created"
+    else:
+        why, would, done = "", "would recreate the connection notification", "recreated"
+    if not topic:
         result.warnings.append(
-            f"connection notification {notification_id} is {note_state}"
-            " (check the topic and its policy)"
+            f"connection notification missing or incomplete{why}: cannot fix it,"
+            " NOTIFICATION_TOPIC_ARN is not set"
         )
-    if enrollment.notification_id != notification_id:
-        if act:
-            _set_notification_id(enrollment, notification_id, now)
-        result.fixes.append(
-            f"enrollment notification_id {'set' if act else 'would be set'} to {notification_id}"
-        )
+        return
+    if not act:
+        result.fixes.append(f"{would}{why}")
+        return
+    created = client.create_vpc_endpoint_connection_notification(
+        ServiceId=service_id,
+        ConnectionNotificationArn=topic,
+        ConnectionEvents=list(CONNECTION_EVENTS),
+    )["ConnectionNotification"]
+    notification_id = str(created["ConnectionNotificationId"])
+    _set_notification_id(enrollment, notification_id, deps.clock())
+    result.fixes.append(f"connection notification {done} ({notification_id}){why}")
 
 
 # ------------------------------------------------------------------ drift

@@ -275,17 +275,26 @@ def test_missing_notification_is_recreated_and_delivers_again(
     assert sweep(deps).services[0].fixes == []  # in place now: nothing to fix
 
 
-def test_notification_events_are_restored(
-    deps: Deps, service: EndpointService, provider: Provider
+def test_notification_that_lost_events_gets_a_complete_one_beside_it(
+    deployment: LocalDeployment, deps: Deps, service: EndpointService, provider: Provider
 ) -> None:
-    [note] = notifications_of(provider, service.service_id)
+    [old] = notifications_of(provider, service.service_id)
+    old_id = old["ConnectionNotificationId"]
     provider.client("ec2").modify_vpc_endpoint_connection_notification(
-        ConnectionNotificationId=note["ConnectionNotificationId"], ConnectionEvents=["Delete"]
+        ConnectionNotificationId=old_id, ConnectionEvents=["Delete"]
     )
     [result] = sweep(deps).services
-    assert result.fixes == ["notification events restored: Connect, Accept, Reject"]
-    [note] = notifications_of(provider, service.service_id)
-    assert sorted(note["ConnectionEvents"]) == ["Accept", "Connect", "Delete", "Reject"]
+    notes = {
+        n["ConnectionNotificationId"]: n for n in notifications_of(provider, service.service_id)
+    }
+    [new_id] = set(notes) - {old_id}
+    assert result.fixes == [
+        f"connection notification created ({new_id}) ({old_id} lacks Connect, Accept, Reject)"
+    ]
+    assert sorted(notes[new_id]["ConnectionEvents"]) == ["Accept", "Connect", "Delete", "Reject"]
+    assert notes[new_id]["ConnectionNotificationArn"] == deployment.topic_arn
+    assert RegistryItem.get(service.service_id, SERVICE_MARKER).notification_id == new_id
+    assert sweep(deps).services[0].fixes == []
 
 
 def test_acceptance_required_turned_off_is_turned_back_on(
@@ -313,7 +322,7 @@ def test_missing_topic_setting_reports_instead_of_guessing(
     )
     [result] = sweep(deployment.deps()).services  # no NOTIFICATION_TOPIC_ARN
     assert result.fixes == []
-    assert any("NOTIFICATION_TOPIC_ARN" in w for w in result.warnings)
+    assert any("NOTIFICATION_TOPIC_ARN is not set" in w for w in result.warnings)
     assert notifications_of(provider, service.service_id) == []
 
 
