@@ -23,8 +23,8 @@ GROUP_MEMBER = "U0GROUPIE"
 VISITOR = slack_local.LOCAL_VISITOR
 
 
-@pytest.fixture
-def local(deployment: LocalDeployment) -> Iterator[LocalSlack]:
+@pytest.fixture(name="local")
+def local_fixture(deployment: LocalDeployment) -> Iterator[LocalSlack]:
     slack = slack_local.start(
         deployment,
         approvers=(APPROVER, SECOND_APPROVER),
