@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from vpce_approver.converge import Deps, preview
 from vpce_approver.model import Action, Connection, norm_state
 
@@ -163,12 +165,20 @@ def check_load_balancers(elbv2: Any, config: dict[str, Any]) -> list[Check]:
                 else f"{name}: off: an endpoint in an AZ without healthy targets gets no answer",
             )
         )
-        checks.append(check_targets(elbv2, arn, name))
+        try:
+            checks.append(check_targets(elbv2, arn, name))
+        except Exception as exc:
+            checks.append(Check("target health", FAIL, f"{name}: could not check: {exc}"))
     return checks
 
 
 def check_targets(elbv2: Any, lb_arn: str, name: str) -> Check:
-    groups = elbv2.describe_target_groups(LoadBalancerArn=lb_arn).get("TargetGroups", [])
+    try:
+        groups = elbv2.describe_target_groups(LoadBalancerArn=lb_arn).get("TargetGroups", [])
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "TargetGroupNotFound":
+            raise
+        groups = []
     if not groups:
         return Check("target health", FAIL, f"{name}: no target group (no listener forwards)")
     healthy = unhealthy = 0
