@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from slack_fixtures import (  # noqa: F401 - local_fixture provides `local`
     state,
 )
 
+from vpce_approver import runtime
 from vpce_approver.audit import Audit
 from vpce_approver.handlers import slack_interactivity, slack_worker
 from vpce_approver.tables import AuditItem
@@ -377,3 +379,60 @@ def test_message_follows_a_connection_settled_elsewhere(
     assert escalation(vpce).outcome == outcome
     assert no_buttons(local, vpce)
     assert expected in render_text(message(local, vpce).blocks)
+
+
+# ---------------------------------------------------------------- the Lambda entry points
+
+
+@dataclass
+class Context:
+    function_name: str = "slack"
+    memory_limit_in_mb: int = 256
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:slack"
+    aws_request_id: str = "req-1"
+
+
+def test_lambda_handlers_built_from_the_environment(
+    local: LocalSlack,
+    service: EndpointService,
+    consumer: Consumer,
+    provider: Provider,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    vpce = escalate(local, service, consumer)
+    settings = local.deployment.settings
+    env = {
+        "REGISTRY_TABLE": settings.registry_table,
+        "AUDIT_TABLE": settings.audit_table,
+        "ESCALATIONS_TABLE": settings.escalations_table,
+        "SLACK_CHANNEL": settings.slack_channel,
+        "SLACK_BOT_TOKEN_SECRET": settings.slack_bot_token_secret,
+        "SLACK_SIGNING_SECRET_SECRET": settings.slack_signing_secret_secret,
+        "SLACK_API_URL": settings.slack_api_url,
+        "SLACK_TEAM_ID": settings.slack_team_id,
+        "SLACK_APPROVERS": ",".join(settings.slack_approvers),
+        "SLACK_WORK_QUEUE_URL": settings.slack_work_queue_url,
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, str(value))
+    runtime.default_deps.cache_clear()
+    slack_interactivity.default_services.cache_clear()
+    slack_worker.default_services.cache_clear()
+    try:
+        body, headers = click_request(local, vpce)
+        response = slack_interactivity.handler(api_gateway_event(headers, body), Context())
+        assert response["statusCode"] == 200
+        forged = {**headers, "X-Slack-Signature": "v0=" + "0" * 64}
+        response = slack_interactivity.handler(api_gateway_event(forged, body), Context())
+        assert response["statusCode"] == 401
+        records = [
+            {"messageId": m["MessageId"], "body": m["Body"], "eventSource": "aws:sqs"}
+            for m in queued(local)
+        ]
+        assert len(records) == 1
+        assert slack_worker.handler({"Records": records}, Context()) == {"batchItemFailures": []}
+        assert state(provider, vpce) == "available"
+    finally:
+        runtime.default_deps.cache_clear()
+        slack_interactivity.default_services.cache_clear()
+        slack_worker.default_services.cache_clear()
