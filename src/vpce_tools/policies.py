@@ -26,6 +26,15 @@ from .intrinsics import Resolver
 STACK = "vpce-approver"
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
+# Parameter values that switch every optional part of the template on (Slack), so that the checks
+# see every function; the provider service has no function and stays off.
+FEATURES = {
+    "SlackChannel": "C0ESCALATE1",
+    "SlackTeamId": "T0EXAMPLE1",
+    "SlackApprovers": "U0APPROVER1",
+    "SlackBotTokenSecretArn": f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:slack-bot-AbCdEf",
+    "SlackSigningSecretArn": f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:slack-sign-AbCdEf",
+}
 
 # AWS managed policies SAM attaches (published documents; logs and X-Ray are never called by the
 # code through boto3, but they are here so that wildcard checks see them).
@@ -279,9 +288,12 @@ def function_policies(
         role_id = _role_id(resource)
         role = resources[role_id]["Properties"]
         statements: list[Statement] = []
-        for policy in role.get("Policies") or []:
-            document = res.resolve(policy["PolicyDocument"])
-            name = f"{role_id}/{res.resolve(policy['PolicyName'])}"
+        for entry in role.get("Policies") or []:
+            policy = res.resolve(entry)  # SAM may wrap an entry in Fn::If
+            if not policy:
+                continue
+            document = policy["PolicyDocument"]
+            name = f"{role_id}/{policy['PolicyName']}"
             statements += [Statement.from_json(s, name) for s in _as_list(document["Statement"])]
         for attached_id, attached in resources.items():
             if attached.get("Type") in {"AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"} and any(
@@ -312,6 +324,9 @@ EC2_SERVICE_RESOURCE = {
     "DescribeVpcEndpointServicePermissions",
     "ModifyVpcEndpointServiceConfiguration",
     "StartVpcEndpointServicePrivateDnsVerification",
+    # Modelled on the service it names. Unverified offline: the Service Authorization Reference may
+    # also list the vpc-endpoint-connection-notification resource for it (docs/DEPLOY.md).
+    "CreateVpcEndpointConnectionNotification",
 }
 # Actions that need no permission at all.
 NO_PERMISSION = {"sts:GetCallerIdentity"}

@@ -4,7 +4,7 @@ the emulator that the events/ payloads are bound to, and a recorder of every AWS
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +18,7 @@ from vpce_approver.converge import converge
 from vpce_approver.model import GrantStatus
 from vpce_tools import policies
 from vpce_tools.emulator.world import Provider
+from vpce_tools.fake_slack import FakeSlack
 from vpce_tools.stack import LocalDeployment
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,7 +41,8 @@ def transformed() -> dict[str, Any]:
 
 @pytest.fixture(scope="session")
 def function_policies(transformed: dict[str, Any]) -> dict[str, policies.FunctionPolicy]:
-    return policies.function_policies(transformed)
+    """Every function's policies, with the optional parts of the template switched on."""
+    return policies.function_policies(transformed, **policies.FEATURES)
 
 
 @dataclass
@@ -50,7 +52,8 @@ class World:
     provider: Provider
     deployment: LocalDeployment
     ids: dict[str, str]
-    parameters: dict[str, str] = field(default_factory=dict)
+    parameters: dict[str, str] = field(default_factory=dict)  # template parameters
+    env: dict[str, str] = field(default_factory=dict)  # environment overrides (local stand-ins)
 
     def bind(self, text: str) -> str:
         for placeholder, real in self.ids.items():
@@ -68,7 +71,7 @@ class World:
 
 
 @pytest.fixture
-def world(provider: Provider, deployment: LocalDeployment) -> World:
+def world(provider: Provider, deployment: LocalDeployment) -> Iterator[World]:
     svc = provider.create_service(acceptance_required=True)
     deployment.enroll(svc, name="payments-api")
     now = datetime.now(UTC)
@@ -86,15 +89,23 @@ def world(provider: Provider, deployment: LocalDeployment) -> World:
     secrets = provider.client("secretsmanager")
     signing = secrets.create_secret(Name="slack-signing", SecretString=SLACK_TEST_SIGNING_SECRET)
     token = secrets.create_secret(Name="slack-bot-token", SecretString=SLACK_TEST_BOT_TOKEN)
-    return World(
-        provider,
-        deployment,
-        {SERVICE: svc.service_id, **endpoints},
-        parameters={
-            "SlackSigningSecretArn": signing["ARN"],
-            "SlackBotTokenSecretArn": token["ARN"],
-        },
-    )
+    parameters = {
+        **policies.FEATURES,
+        "SlackSigningSecretArn": signing["ARN"],
+        "SlackBotTokenSecretArn": token["ARN"],
+    }
+    with FakeSlack(
+        token=SLACK_TEST_BOT_TOKEN,
+        signing_secret=SLACK_TEST_SIGNING_SECRET,
+        team_id=parameters["SlackTeamId"],
+    ) as slack:
+        yield World(
+            provider,
+            deployment,
+            {SERVICE: svc.service_id, **endpoints},
+            parameters=parameters,
+            env={"SLACK_API_URL": slack.api_url},
+        )
 
 
 class CallRecorder:

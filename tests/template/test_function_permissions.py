@@ -42,8 +42,9 @@ def run(world: World, function: str, path: Path, recorder: CallRecorder) -> Any:
     event = world.event(path)
     if invoke.is_slack_request(event):
         event = invoke.sign_slack_request(event, SLACK_TEST_SIGNING_SECRET)
+    invoke.ensure_queues(spec, world.provider.client("sqs"), "https://sqs.us-east-1.amazonaws.com")
     recorder.calls.clear()
-    return invoke.invoke(spec, event)
+    return invoke.invoke(spec, event, overrides=world.env)
 
 
 def context_for(world: World, resource: str) -> dict[str, str]:
@@ -68,7 +69,7 @@ def test_every_function_has_payloads() -> None:
 def test_calls_are_allowed_by_the_functions_role(
     world: World,
     recorder: CallRecorder,
-    function_policies: dict[str, policies.FunctionPolicy],
+    transformed: dict[str, Any],
     function: str,
     path: Path,
 ) -> None:
@@ -76,7 +77,8 @@ def test_calls_are_allowed_by_the_functions_role(
     assert succeeded(result), f"{function} did not handle {path.name}: {result}"
     calls = [c for c in policies.unique(recorder.calls) if c.action not in policies.NO_PERMISSION]
     assert calls, f"{function} made no AWS call for {path.name}"
-    policy = function_policies[function]
+    # The world's secrets have moto's ARNs: resolve the role with the world's parameters.
+    policy = policies.function_policies(transformed, **world.parameters)[function]
     refused = [
         f"{call.action} on {resource}: {decision.reason}"
         for call in calls

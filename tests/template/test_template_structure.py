@@ -71,7 +71,7 @@ def test_functions_share_the_runtime_and_the_package(function: str) -> None:
     assert props["CodeUri"] == "functions/"
     assert props["Tracing"] == "Active"
     assert str(props["Handler"]).startswith("vpce_approver.")
-    env = {**(merged_props(function).get("Environment") or {}).get("Variables", {})}
+    env = invoke.function_spec(function, parameters=policies.FEATURES).environment
     assert env["POWERTOOLS_SERVICE_NAME"] == "vpce-approver"
     assert env["POWERTOOLS_METRICS_NAMESPACE"] == "VpceApprover"
 
@@ -292,7 +292,7 @@ def emitted_metric_names() -> set[str]:
 
 
 def dashboard_metrics() -> tuple[set[str], set[str]]:
-    res = Resolver(SOURCE, stack=STACK)
+    res = Resolver(SOURCE, stack=STACK, parameters=policies.FEATURES)
     body = json.loads(res.resolve(SOURCE["Resources"]["Dashboard"]["Properties"]["DashboardBody"]))
     app: set[str] = set()
     functions: set[str] = set()
@@ -316,7 +316,7 @@ def test_dashboard_shows_every_metric_the_code_emits() -> None:
 
 def test_dashboard_shows_every_function() -> None:
     _, shown = dashboard_metrics()
-    res = Resolver(SOURCE, stack=STACK)
+    res = Resolver(SOURCE, stack=STACK, parameters=policies.FEATURES)
     expected = {res.physical_name(f) for f in FUNCTIONS}
     assert not expected - shown, f"add to the dashboard: {sorted(expected - shown)}"
 

@@ -334,15 +334,14 @@ def _read_event(source: str) -> Any:
         raise ValueError(f"--event {source} is not valid JSON: {exc}") from None
 
 
-def _ensure_queues(spec: FunctionSpec, endpoint: str) -> None:
-    """Queues the environment names must exist on the emulator (created empty if missing)."""
-    import boto3
-
-    sqs = boto3.client("sqs", region_name=spec.region, endpoint_url=endpoint)
-    prefix = f"{endpoint.rstrip('/')}/{spec.account}/"
-    for value in spec.environment.values():
-        if value.startswith(prefix):
-            sqs.create_queue(QueueName=value.removeprefix(prefix))
+def ensure_queues(spec: FunctionSpec, sqs: Any, queue_url_base: str) -> list[str]:
+    """Create (empty) the queues the function's environment names under `queue_url_base`, as
+    the deployed stack would have them; returns their names."""
+    prefix = f"{queue_url_base.rstrip('/')}/{spec.account}/"
+    names = [v.removeprefix(prefix) for v in spec.environment.values() if v.startswith(prefix)]
+    for name in names:
+        sqs.create_queue(QueueName=name)
+    return names
 
 
 def run(args: argparse.Namespace) -> int:
@@ -376,7 +375,9 @@ def run(args: argparse.Namespace) -> int:
         if not is_slack_request(event):
             raise UsageError("--slack-signing-secret: the event has no x-slack-signature header")
         event = sign_slack_request(event, args.slack_signing_secret)
-    _ensure_queues(spec, endpoint)
+    import boto3
+
+    ensure_queues(spec, boto3.client("sqs", region_name=region, endpoint_url=endpoint), endpoint)
     with contextlib.redirect_stdout(sys.stderr):  # logs and EMF metrics are not the result
         try:
             result = invoke(spec, event, overrides=overrides)
