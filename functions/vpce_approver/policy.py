@@ -67,7 +67,7 @@ def decide(
 
     grant = specific or wildcard
     if grant is None:
-        text = f"{who} has no grant for {connection.service_id} or *"
+        text = f"{who} has no grant for {connection.service_id} and no all-services grant"
         if default is DefaultDecision.REJECT:
             return Decision(Action.REJECT, Reason.NO_GRANT, f"{text} (default: reject)")
         if default is DefaultDecision.IGNORE:

@@ -136,23 +136,35 @@ def show(world: World, endpoints: dict[str, str]) -> None:
     world.narrator.say(f"open escalations (waiting for a human): {len(open_escalations)}")
 
 
-# Later steps (Slack click, registry grant, sweep) register here: (title, step function).
-STEPS: list[Callable[[World, dict[str, str]], None]] = []
+def slack_click(world: World, endpoints: dict[str, str]) -> None:
+    """The stranger's escalation goes to Slack; an approver clicks Approve."""
+    from .slack_local import demo_click
+
+    n = world.narrator
+    n.title("An approver clicks Approve in Slack (local Slack stand-in, signed request)")
+    vpce = endpoints["stranger"]
+
+    def say(block: str) -> None:
+        for line in block.rstrip().splitlines():
+            n.say(line)
+
+    result = demo_click(world.deployment, vpce, out=say)
+    n.say(f"-> {vpce} is {world.state(vpce)} (escalation {result.outcome})")
+
+
+STEPS: list[Callable[[World, dict[str, str]], None]] = [slack_click]
 
 
 @contextmanager
 def _quiet_logs() -> Iterator[None]:
+    """The narration is the output: the handlers' structured logs would drown it."""
     import logging
 
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.CRITICAL)
-    for name in ("vpce_approver", "vpce-approver"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
+    logging.disable(logging.CRITICAL)
     try:
         yield
     finally:
-        root.setLevel(level)
+        logging.disable(logging.NOTSET)
 
 
 def run(out: TextIO = sys.stdout) -> int:

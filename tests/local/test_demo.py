@@ -23,4 +23,8 @@ def test_demo_shows_each_decision_with_its_reason() -> None:
     assert "pendingAcceptance" in rows["stranger"]
     assert "has no grant" in rows["stranger"]
     assert "allows 1" in rows["limited-2"]
+    # the Slack step: the stranger's escalation approved by a click
+    assert "clicks 'approve'" in text
+    assert re.search(r"Approved by .*U0APPROVER", text)
+    assert re.search(r"-> vpce-\w+ is available \(escalation approved\)", text)
     assert text.rstrip().endswith("demo complete")
