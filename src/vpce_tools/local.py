@@ -16,6 +16,7 @@ from typing import TextIO
 from .emulator import server
 from .emulator.testing import fake_credentials
 from .emulator.world import EndpointService, Provider
+from .slack_local import start_local_slack
 from .stack import LocalDeployment, QueuePoller
 
 log = logging.getLogger("vpce_tools.local")
@@ -28,6 +29,7 @@ class LocalService:
     service: EndpointService
     poller: QueuePoller
     _stop_server: Callable[[], None]
+    slack_url: str = ""
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     extra_stops: list[Callable[[], None]] = field(default_factory=list)
@@ -53,7 +55,7 @@ class LocalService:
         self._stop_server()
 
 
-def start(port: int = 0, *, poll_interval: float = 0.5) -> LocalService:
+def start(port: int = 0, *, poll_interval: float = 0.5, slack_port: int = 0) -> LocalService:
     """Start everything; the caller owns stop(). Uses fake credentials for the process."""
     url, stop_server = server.start(port)
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
@@ -64,11 +66,14 @@ def start(port: int = 0, *, poll_interval: float = 0.5) -> LocalService:
         deployment = LocalDeployment.create(provider)
         service = provider.create_service(acceptance_required=True)
         deployment.enroll(service, name="sample-service")
+        # The Slack stand-in first: deps built afterwards post escalations to it.
+        slack_url, stop_slack = start_local_slack(deployment, slack_port)
         poller = deployment.poller()
     except Exception:
         stop_server()
         raise
-    local = LocalService(url, deployment, service, poller, stop_server)
+    local = LocalService(url, deployment, service, poller, stop_server, slack_url=slack_url)
+    local.extra_stops.append(stop_slack)
     local.start_polling(poll_interval)
     return local
 
@@ -84,6 +89,7 @@ def banner(local: LocalService, out: TextIO) -> None:
         "  provider account   123456789012 (any consumer account via sts assume-role)",
         f"  endpoint service   {s.service_id}  ({s.service_name}), enrolled",
         f"  notification topic {d.topic_arn}",
+        f"  Slack stand-in     {local.slack_url}  (open escalations, click to decide)",
         f"  tables             {d.settings.registry_table}, {d.settings.audit_table},"
         f" {d.settings.escalations_table}",
         "",

@@ -60,6 +60,19 @@ def test_boto3_against_local_server_sees_the_service_accept(running: local.Local
     assert wait_for(available), "the background poller should have accepted the connection"
 
 
+def test_escalations_show_up_on_the_local_slack_page(running: local.LocalService) -> None:
+    import urllib.request
+
+    provider = Provider(endpoint_url=running.url)
+    vpce = provider.consumer("222222222222").create_endpoint(running.service.service_name)
+
+    def on_page() -> bool:
+        with urllib.request.urlopen(running.slack_url, timeout=5) as page:
+            return vpce in page.read().decode()
+
+    assert wait_for(on_page), "the escalation should be posted to the local Slack page"
+
+
 def test_cli_local_prints_where_it_listens_and_stops_on_ctrl_c() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     proc = subprocess.Popen(
