@@ -274,7 +274,9 @@ def test_doctor_service_and_connection(
         LoadBalancerArn=service.load_balancer_arn,
         Attributes=[{"Key": "load_balancing.cross_zone.enabled", "Value": "true"}],
     )
-    vpc_id = provider.client("ec2").describe_vpcs()["Vpcs"][-1]["VpcId"]
+    vpc_id = elbv2.describe_load_balancers(LoadBalancerArns=[service.load_balancer_arn])[
+        "LoadBalancers"
+    ][0]["VpcId"]
     group = elbv2.create_target_group(
         Name="tg", Protocol="TCP", Port=443, VpcId=vpc_id, TargetType="ip"
     )["TargetGroups"][0]["TargetGroupArn"]
