@@ -137,12 +137,12 @@ def show(world: World, endpoints: dict[str, str]) -> None:
 
 
 def slack_click(world: World, endpoints: dict[str, str]) -> None:
-    """The stranger's escalation goes to Slack; an approver clicks Approve."""
+    """The over-limit escalation goes to Slack; an approver clicks Approve."""
     from .slack_local import demo_click
 
     n = world.narrator
     n.title("An approver clicks Approve in Slack (local Slack stand-in, signed request)")
-    vpce = endpoints["stranger"]
+    vpce = endpoints["limited-2"]
 
     def say(block: str) -> None:
         for line in block.rstrip().splitlines():
@@ -152,7 +152,13 @@ def slack_click(world: World, endpoints: dict[str, str]) -> None:
     n.say(f"-> {vpce} is {world.state(vpce)} (escalation {result.outcome})")
 
 
-STEPS: list[Callable[[World, dict[str, str]], None]] = [slack_click]
+def registry_grant(world: World, endpoints: dict[str, str]) -> None:
+    from .registry_demo import registry_grant_step
+
+    registry_grant_step(world, endpoints)
+
+
+STEPS: list[Callable[[World, dict[str, str]], None]] = [registry_grant, slack_click]
 
 
 @contextmanager

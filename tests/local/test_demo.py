@@ -23,7 +23,12 @@ def test_demo_shows_each_decision_with_its_reason() -> None:
     assert "pendingAcceptance" in rows["stranger"]
     assert "has no grant" in rows["stranger"]
     assert "allows 1" in rows["limited-2"]
-    # the Slack step: the stranger's escalation approved by a click
+    # the registry step: a grant for the waiting stranger makes its connection available
+    registry = text[text.index("A registry edit grants access") :]
+    assert re.search(r"after:\s+vpce-\w+ is available", registry)
+    assert re.search(r"allowed principals: no", registry)
+    assert re.search(r"allowed principals: yes", registry)
+    # the Slack step: the over-limit escalation approved by a click
     assert "clicks 'approve'" in text
     assert re.search(r"Approved by .*U0APPROVER", text)
     assert re.search(r"-> vpce-\w+ is available \(escalation approved\)", text)
