@@ -230,7 +230,14 @@ def converge(
     records: list[AuditRecord] = []
     to_accept: list[str] = []
     to_reject: list[str] = []
+    to_escalate: list[tuple[Connection, Decision]] = []
     new_escalations = []
+    escalate_ids = [c.vpc_endpoint_id for c, d in decisions if d.action is Action.ESCALATE]
+    already = (
+        {str(e.vpc_endpoint_id) for e in deps.escalations.get_many(escalate_ids)}
+        if escalate_ids and not shadow
+        else set()
+    )
     for conn, decision in decisions:
         action = decision.action
         if action is Action.NONE:
@@ -254,23 +261,24 @@ def converge(
             report.outcomes.append(Outcome(conn, decision, "shadow"))
             continue
         if action is Action.ESCALATE:
-            item = deps.escalations.open_once(conn, decision, now)
-            if item is None:
+            if conn.vpc_endpoint_id in already:
                 report.outcomes.append(Outcome(conn, decision, "already-escalated"))
                 continue
-            new_escalations.append(item)
-            records.append(
-                _record(
-                    conn,
-                    decision,
-                    action="escalate",
-                    outcome="pending-human",
-                    trigger=trigger,
-                    actor=actor,
-                    now=now,
-                )
+            # Audited before the escalation record is created (like accept/reject): a failure
+            # in between is retried and cannot leave an escalation nobody audited. The fixed
+            # sort key makes the retry (or a concurrent converge) rewrite the same audit item.
+            record = _record(
+                conn,
+                decision,
+                action="escalate",
+                outcome="pending-human",
+                trigger=trigger,
+                actor=actor,
+                now=now,
             )
-            report.outcomes.append(Outcome(conn, decision, "escalated"))
+            created = stamp(conn.created) if conn.created else "unknown"
+            records.append(replace(record, sort_key=f"{created}#escalate"))
+            to_escalate.append((conn, decision))
             continue
         # Accept/reject: the audit record is written *before* the call (outcome "requested"), so a
         # crash between the call and any later write still leaves the decision in the trail.
@@ -290,6 +298,14 @@ def converge(
     deps.audit.write(records)
     if shadow:
         return report
+
+    for conn, decision in to_escalate:
+        item = deps.escalations.open_once(conn, decision, now)
+        if item is None:  # a concurrent converge opened it first
+            report.outcomes.append(Outcome(conn, decision, "already-escalated"))
+            continue
+        new_escalations.append(item)
+        report.outcomes.append(Outcome(conn, decision, "escalated"))
 
     by_id = {c.vpc_endpoint_id: (c, d) for c, d in decisions}
     failures: list[AuditRecord] = []

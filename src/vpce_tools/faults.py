@@ -92,6 +92,21 @@ def json_response(url: str, payload: Mapping[str, Any]) -> AWSResponse:
 
 # ---------------------------------------------------------------------------- the injector
 
+
+def _moto_stubber(events: Any) -> Any:
+    """moto's before-send handler if this client has it (clients made under mock_aws)."""
+    try:
+        from moto.core.models import botocore_stubber
+    except ImportError:  # pragma: no cover - moto is a dev dependency
+        return None
+    emitter = getattr(events, "_emitter", events)
+    handlers = getattr(emitter, "_handlers", None)
+    if handlers is None:
+        return None
+    found = list(handlers.prefix_search("before-send.ec2.DescribeVpcs"))
+    return botocore_stubber if botocore_stubber in found else None
+
+
 _ids = itertools.count(1)
 
 
@@ -123,6 +138,9 @@ class Injector:
         self.faults: list[Fault] = []
         self._handlers: list[tuple[str, Callable[..., Any], str]] = []
         self._lock = threading.Lock()
+        self._answers: list[tuple[str, Callable[[Any], AWSResponse | None]]] = []
+        self._stubber: Any = None
+        self._gated = False
 
     def __enter__(self) -> Injector:
         return self
@@ -142,6 +160,41 @@ class Injector:
         for event, handler, unique in self._handlers:
             self.events.unregister(event, handler, unique_id=unique)
         self._handlers.clear()
+        self._answers.clear()
+        if self._gated:
+            self.events.unregister("before-send", self._gate, unique_id=f"vpce-gate-{id(self)}")
+            if self._stubber is not None:
+                self.events.register("before-send", self._stubber)
+            self._gated = False
+
+    def _answer(self, operation: str, answer: Callable[[Any], AWSResponse | None]) -> None:
+        """Answer sends of `operation` with answer(request) (None: send for real).
+
+        botocore runs *every* before-send handler and keeps the first response, so under
+        moto's mock_aws (itself a before-send handler) the request would still be executed:
+        a "failed" write would be written. The gate replaces moto's handler on this client
+        and calls it only when no fault answers. Against a real endpoint or the emulator
+        server, a before-send response means the request is never sent at all."""
+        self._answers.append((operation, answer))
+        if self._gated:
+            return
+        self._stubber = _moto_stubber(self.events)
+        if self._stubber is not None:
+            self.events.unregister("before-send", self._stubber)
+        self.events.register_first("before-send", self._gate, unique_id=f"vpce-gate-{id(self)}")
+        self._gated = True
+
+    def _gate(self, request: Any, event_name: str = "", **kwargs: Any) -> AWSResponse | None:
+        operation = event_name.rsplit(".", 1)[-1]
+        for wanted, answer in list(self._answers):
+            if wanted == operation:
+                response = answer(request)
+                if response is not None:
+                    return response
+        if self._stubber is not None:
+            result: AWSResponse | None = self._stubber(event_name, request, **kwargs)
+            return result
+        return None
 
     @property
     def injected(self) -> int:
@@ -162,7 +215,7 @@ class Injector:
         fault = Fault(operation, code, times, when)
         self.faults.append(fault)
 
-        def before_send(request: Any, **_: Any) -> AWSResponse | None:
+        def answer(request: Any) -> AWSResponse | None:
             with self._lock:
                 fault.seen += 1
                 if fault.exhausted or (fault.when is not None and not fault.when(request)):
@@ -170,7 +223,7 @@ class Injector:
                 fault.injected += 1
             return error_response(self.protocol, request.url, code, message, status)
 
-        self._register(f"before-send.{self.service}.{operation}", before_send)
+        self._answer(operation, answer)
         return fault
 
     def respond(
@@ -185,7 +238,7 @@ class Injector:
         fault = Fault(operation, "200", times)
         self.faults.append(fault)
 
-        def before_send(request: Any, **_: Any) -> AWSResponse | None:
+        def answer(request: Any) -> AWSResponse | None:
             with self._lock:
                 fault.seen += 1
                 if fault.exhausted:
@@ -196,7 +249,7 @@ class Injector:
                 fault.injected += 1
             return json_response(request.url, body)
 
-        self._register(f"before-send.{self.service}.{operation}", before_send)
+        self._answer(operation, answer)
         return fault
 
     def observe(self, operation: str = "*") -> Counter[str]:
