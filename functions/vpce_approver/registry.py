@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -122,15 +123,26 @@ class Registry:
         self, service_ids: Iterable[str], consumers: Iterable[str]
     ) -> tuple[set[str], dict[tuple[str, str], Grant], dict[str, str]]:
         """One BatchGetItem per 100 keys: (managed services among service_ids, grants by key,
-        {consumer: error} for malformed items). Keys: (svc, c), (*, c), (svc, #service)."""
+        {consumer: error} for malformed items). Keys: (svc, c), (*, c), (svc, #service).
+
+        With more than 100 consumers (a sweep chunk, a burst) the `*` grants come from one Query
+        of the `*` partition instead of one key per consumer: that partition holds only the few
+        grants meant for every service, so one call replaces len(consumers) / 100 of them."""
         services = sorted(set(service_ids))
         consumers = sorted(set(consumers))
+        query_wildcard = len(consumers) > BATCH_GET_MAX
         keys: list[tuple[str, str]] = [(s, SERVICE_MARKER) for s in services]
-        keys += [(s, c) for s in [*services, WILDCARD_SERVICE] for c in consumers]
+        key_services = services if query_wildcard else [*services, WILDCARD_SERVICE]
+        keys += [(s, c) for s in key_services for c in consumers]
         managed: set[str] = set()
         grants: dict[tuple[str, str], Grant] = {}
         errors: dict[str, str] = {}
-        for item in RegistryItem.batch_get(keys):
+        items: Iterable[RegistryItem] = RegistryItem.batch_get(keys)
+        if query_wildcard:
+            wanted = set(consumers)
+            wildcard = (i for i in RegistryItem.query(WILDCARD_SERVICE) if i.consumer in wanted)
+            items = itertools.chain(items, wildcard)
+        for item in items:
             if item.consumer == SERVICE_MARKER:
                 managed.add(item.service_id)
                 continue

@@ -445,3 +445,33 @@ def test_cursor_item_stays_out_of_the_escalation_index(
     assert CursorStore().load() == Cursor(service.service_id, "t")
     CursorStore().clear()
     assert CursorStore().load() is None
+
+
+def test_large_chunk_reads_wildcard_grants_with_one_query(
+    deployment: LocalDeployment, deps: Deps, service: EndpointService, provider: Provider
+) -> None:
+    """Over 100 consumers in a chunk: `*` grants come from one Query of the `*` partition, not
+    one key per consumer; they still decide (a `*` allow accepts, a `*` deny wins)."""
+    unsubscribe_queue(provider, deployment)
+    owners = [f"{400000000000 + i}" for i in range(150)]
+    put(deps, *(grant(service.service_id, consumer=o) for o in owners[2:]))
+    put(deps, grant("*", consumer=owners[0]))  # only a wildcard allow
+    put(  # a service allow, but a wildcard deny: deny wins
+        deps,
+        grant(service.service_id, consumer=owners[1]),
+        grant("*", consumer=owners[1], status=GrantStatus.DENY, principals=()),
+    )
+    ids = seed_connections(service.service_id, owners, 150)
+    reads: Counter[str] = Counter()
+    RegistryItem._get_connection().connection.client.meta.events.register(
+        "before-call.dynamodb.*", lambda model, **_: reads.update([model.name])
+    )
+    report = sweep(deps)
+    assert report.total("accept:done") == 149
+    assert report.total("reject:done") == 1
+    final = {c["VpcEndpointId"]: c["VpcEndpointState"] for c in provider.connections()}
+    assert final[ids[0]] == "available"
+    assert final[ids[1]] == "rejected"
+    # 150 service keys + the enrollment = 2 BatchGetItem; the `*` partition = 1 Query
+    assert reads["BatchGetItem"] == 2
+    assert reads["Query"] == 2  # the `*` partition, and the managed-services index
