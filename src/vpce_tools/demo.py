@@ -21,6 +21,7 @@ from .emulator.world import Consumer, EndpointService, Provider
 from .stack import LocalDeployment
 
 TEAM_A, PARTNER, STRANGER, LIMITED = "111111111111", "222222222222", "333333333333", "444444444444"
+LATE = "555555555555"
 
 
 class Narrator:
@@ -158,7 +159,16 @@ def registry_grant(world: World, endpoints: dict[str, str]) -> None:
     registry_grant_step(world, endpoints)
 
 
-STEPS: list[Callable[[World, dict[str, str]], None]] = [registry_grant, slack_click]
+def sweep_recovers(world: World, endpoints: dict[str, str]) -> None:
+    from .commands.sweep import demo_lost_notification
+
+    world.narrator.title("A notification is lost; the scheduled sweep converges anyway")
+    late = world.provider.consumer(LATE)
+    if not demo_lost_notification(world.deployment, world.service, late, say=world.narrator.say):
+        raise RuntimeError("the sweep did not recover the connection whose notification was lost")
+
+
+STEPS: list[Callable[[World, dict[str, str]], None]] = [registry_grant, slack_click, sweep_recovers]
 
 
 @contextmanager

@@ -115,6 +115,7 @@ class LocalDeployment:
         deployment = cls(provider, settings)
         deployment._create_tables()
         deployment._create_notification_path()
+        deployment.settings = replace(settings, notification_topic_arn=deployment.topic_arn)
         return deployment
 
     def _create_tables(self) -> None:

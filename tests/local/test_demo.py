@@ -32,4 +32,8 @@ def test_demo_shows_each_decision_with_its_reason() -> None:
     assert "clicks 'approve'" in text
     assert re.search(r"Approved by .*U0APPROVER", text)
     assert re.search(r"-> vpce-\w+ is available \(escalation approved\)", text)
+    # the sweep step: a connection whose notification was lost is accepted by one sweep
+    sweep = text[text.index("A notification is lost") :]
+    assert "its notification was lost" in sweep
+    assert re.search(r"one sweep: .*1 accepted -> vpce-\w+ is available", sweep)
     assert text.rstrip().endswith("demo complete")
