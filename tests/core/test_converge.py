@@ -12,8 +12,8 @@ import pytest
 from conftest import CONSUMER, OTHER, THIRD, MetricsRecorder, grant, later
 from vpce_approver.converge import converge
 from vpce_approver.model import GrantStatus
-from vpce_approver.registry import item_from_grant
-from vpce_approver.tables import AuditItem, EscalationItem, RegistryItem
+from vpce_approver.registry import Registry, item_from_grant
+from vpce_approver.tables import AuditItem, EscalationItem
 from vpce_tools.emulator.world import Consumer, EndpointService, Provider
 from vpce_tools.stack import LocalDeployment
 
@@ -196,7 +196,7 @@ def test_registry_read_error_accepts_nothing_and_retries(
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("DynamoDB is down")
 
-    monkeypatch.setattr(RegistryItem, "batch_get", broken)
+    monkeypatch.setattr(Registry, "lookup", broken)
     poller = deployment.poller()
     poller.poll_once()
     assert state(provider, vpce) == "pendingAcceptance"

@@ -12,7 +12,7 @@ import pytest
 from conftest import grant
 from vpce_approver import runtime
 from vpce_approver.handlers import notifications
-from vpce_approver.tables import RegistryItem
+from vpce_approver.registry import Registry
 from vpce_tools.emulator.world import Consumer, EndpointService, Provider
 from vpce_tools.stack import LocalDeployment
 
@@ -74,7 +74,7 @@ def test_handler_reports_failed_records_for_retry(
     def down(*args: object, **kwargs: object) -> None:
         raise ConnectionError("registry unavailable")
 
-    monkeypatch.setattr(RegistryItem, "batch_get", down)
+    monkeypatch.setattr(Registry, "lookup", down)
     result = notifications.handler(event, Context())
     ids = [r["messageId"] for r in event["Records"]]  # type: ignore[attr-defined]
     assert result == {"batchItemFailures": [{"itemIdentifier": i} for i in ids]}
@@ -90,7 +90,7 @@ def test_direct_sns_failure_raises_so_sns_retries(
     body = json.dumps(
         {"serviceId": service.service_id, "vpcEndpointId": vpce, "eventType": "Connect"}
     )
-    monkeypatch.setattr(RegistryItem, "batch_get", lambda *a, **k: (_ for _ in ()).throw(OSError()))
+    monkeypatch.setattr(Registry, "lookup", lambda *a, **k: (_ for _ in ()).throw(OSError()))
     with pytest.raises(RuntimeError, match="could not be converged"):
         notifications.handler(
             {"Records": [{"EventSource": "aws:sns", "Sns": {"MessageId": "m", "Message": body}}]},
