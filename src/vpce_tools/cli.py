@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-# Command modules, in help order. A module that fails to import is a bug: let it raise.
+# Command modules, in help order.
 COMMANDS = (
     "registry",
     "services",
@@ -47,13 +47,7 @@ def parser() -> argparse.ArgumentParser:
     )
     subs = top.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"vpce_tools.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"vpce_tools.commands.{name}":
-                raise
-            continue  # command not built yet
-        module.register(subs)
+        importlib.import_module(f"vpce_tools.commands.{name}").register(subs)
     return top
 
 
