@@ -38,8 +38,15 @@ from . import validation as v
 from .audit import AuditRecord
 from .converge import Deps, converge, follow
 from .model import WILDCARD_SERVICE, Grant, GrantStatus
-from .registry import RegistryError, grant_from_item, iso
-from .tables import SERVICE_MARKER, RegistryItem
+from .registry import (
+    RegistryError,
+    Undecodable,
+    batch_get_items,
+    grant_from_item,
+    iso,
+    query_items,
+)
+from .tables import SERVICE_MARKER
 
 log = logging.getLogger("vpce_approver.grants")
 
@@ -246,7 +253,9 @@ def _current(service_id: str, consumer: str, deps: Deps) -> dict[tuple[str, str]
     item counts as no grant: it is never an allow."""
     keys = [(service_id, consumer), (WILDCARD_SERVICE, consumer)]
     out: dict[tuple[str, str], Grant | None] = dict.fromkeys(keys)
-    for item in RegistryItem.batch_get(keys, consistent_read=True):
+    for item in batch_get_items(keys, consistent_read=True):
+        if isinstance(item, Undecodable):  # wrongly typed attributes: malformed, no grant
+            continue
         grant, _ = _parse(item.attribute_values, deps)
         out[(str(item.service_id), str(item.consumer))] = grant
     return out
@@ -254,8 +263,8 @@ def _current(service_id: str, consumer: str, deps: Deps) -> dict[tuple[str, str]
 
 def _partition(service_id: str, deps: Deps) -> dict[tuple[str, str], Grant | None]:
     out: dict[tuple[str, str], Grant | None] = {}
-    for item in RegistryItem.query(service_id, consistent_read=True):
-        if item.consumer == SERVICE_MARKER:
+    for item in query_items(service_id, consistent_read=True):
+        if item.consumer == SERVICE_MARKER or isinstance(item, Undecodable):
             continue
         grant, _ = _parse(item.attribute_values, deps)
         out[(str(item.service_id), str(item.consumer))] = grant

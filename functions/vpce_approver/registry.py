@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+from pynamodb.exceptions import AttributeDeserializationError
+from pynamodb.pagination import ResultIterator
 
 from . import validation as v
 from .model import WILDCARD_SERVICE, Grant, GrantStatus
@@ -113,6 +117,64 @@ def item_from_grant(grant: Grant, *, by: str, now: datetime) -> RegistryItem:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Undecodable:
+    """A stored item whose attributes do not even have the table schema's types (written around
+    the CLI: e.g. max_endpoints stored as a string). pynamodb cannot build it; it is malformed."""
+
+    service_id: str
+    consumer: str
+    error: str
+
+
+def decode(raw: Mapping[str, Any]) -> RegistryItem | Undecodable:
+    try:
+        return RegistryItem.from_raw_data(dict(raw))
+    except AttributeDeserializationError as exc:
+        keys = {k: str((raw.get(k) or {}).get("S", "")) for k in ("service_id", "consumer")}
+        return Undecodable(keys["service_id"], keys["consumer"], str(exc))
+
+
+def batch_get_items(
+    keys: Iterable[tuple[str, str]], *, consistent_read: bool | None = None
+) -> list[RegistryItem | Undecodable]:
+    """RegistryItem.batch_get, except that one undecodable item cannot fail the whole read (and
+    with it every other consumer's decision): it comes back as Undecodable. The plain read is
+    tried first; only when an item does not decode is the read repeated item by item."""
+    keys = list(dict.fromkeys(keys))
+    try:
+        return list(RegistryItem.batch_get(keys, consistent_read=consistent_read))
+    except AttributeDeserializationError:
+        pass
+    out: list[RegistryItem | Undecodable] = []
+    wanted = [{"service_id": s, "consumer": c} for s, c in keys]
+    for start in range(0, len(wanted), BATCH_GET_MAX):
+        page_keys: Any = wanted[start : start + BATCH_GET_MAX]
+        while page_keys:
+            page, page_keys = RegistryItem._batch_get_page(  # type: ignore[no-untyped-call]
+                page_keys, consistent_read=consistent_read, attributes_to_get=None
+            )
+            out.extend(decode(raw) for raw in page)
+    return out
+
+
+def query_items(
+    service_id: str, *, consistent_read: bool = False
+) -> list[RegistryItem | Undecodable]:
+    """RegistryItem.query(service_id), tolerant of undecodable items like batch_get_items."""
+    try:
+        return list(RegistryItem.query(service_id, consistent_read=consistent_read))
+    except AttributeDeserializationError:
+        pass
+    results: Iterator[RegistryItem | Undecodable] = ResultIterator(
+        RegistryItem._get_connection().query,
+        (service_id,),
+        {"consistent_read": consistent_read},
+        map_fn=decode,
+    )
+    return list(results)
+
+
 class Registry:
     """Reads and writes of the registry table (the models must be bound: tables.bind)."""
 
@@ -137,14 +199,18 @@ class Registry:
         managed: set[str] = set()
         grants: dict[tuple[str, str], Grant] = {}
         errors: dict[str, str] = {}
-        items: Iterable[RegistryItem] = RegistryItem.batch_get(keys)
+        items: Iterable[RegistryItem | Undecodable] = batch_get_items(keys)
         if query_wildcard:
             wanted = set(consumers)
-            wildcard = (i for i in RegistryItem.query(WILDCARD_SERVICE) if i.consumer in wanted)
+            wildcard = (i for i in query_items(WILDCARD_SERVICE) if i.consumer in wanted)
             items = itertools.chain(items, wildcard)
         for item in items:
-            if item.consumer == SERVICE_MARKER:
+            if item.consumer == SERVICE_MARKER:  # enrolled, even if the item is damaged
                 managed.add(item.service_id)
+                continue
+            if isinstance(item, Undecodable):
+                key = f"{item.service_id!r}/{item.consumer!r}"
+                errors[item.consumer] = f"registry item {key} is malformed: {item.error}"
                 continue
             try:
                 grant = grant_from_item(
