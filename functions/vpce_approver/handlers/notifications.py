@@ -22,15 +22,22 @@ from ..runtime import default_deps
 FOLLOW_EVENTS = {"Accept", "Reject", "Delete"}
 
 
-def process(records: Sequence[Mapping[str, Any]], deps: Deps) -> list[str]:
+def process(records: Sequence[object], deps: Deps) -> list[str]:
     """Handle a batch; return the ids of records that must be retried."""
     groups: dict[str, list[tuple[str, Hint]]] = defaultdict(list)
     for index, record in enumerate(records):
-        record_id = str(record.get("messageId") or record.get("Sns", {}).get("MessageId") or index)
+        if not isinstance(record, Mapping):  # not even a record: nothing to act on or retry
+            logger.error("dropping a record that is not an object", extra={"index": index})
+            metrics.add_metric("MalformedNotifications", "Count", 1)
+            continue
+        sns = record.get("Sns")
+        sns_id = sns.get("MessageId") if isinstance(sns, Mapping) else None
+        record_id = str(record.get("messageId") or sns_id or index)
         try:
             hint = parse_record(record)
         except NotificationError as exc:
-            body = str(record.get("body") or record.get("Sns", {}).get("Message") or "")[:2048]
+            message = sns.get("Message") if isinstance(sns, Mapping) else None
+            body = str(record.get("body") or message or "")[:2048]
             logger.error(
                 "dropping malformed notification",
                 extra={"record_id": record_id, "error": str(exc), "body": body},

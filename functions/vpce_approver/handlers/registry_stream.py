@@ -46,7 +46,20 @@ def is_ttl_deletion(record: Mapping[str, Any]) -> bool:
 
 
 def change_from_record(record: DynamoDBRecord) -> Change:
+    try:
+        return _change(record)
+    except StreamRecordError:
+        raise
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        # Keys or images that do not deserialize can never be applied: retrying cannot help.
+        raise StreamRecordError(f"record cannot be read: {type(exc).__name__}") from exc
+
+
+def _change(record: DynamoDBRecord) -> Change:
     raw = record.raw_event
+    section = raw.get("dynamodb")
+    if not isinstance(section, Mapping) or not isinstance(section.get("Keys"), Mapping):
+        raise StreamRecordError("record has no dynamodb section with Keys")
     stream = record.dynamodb
     if stream is None or record.event_name is None:
         raise StreamRecordError("record has no dynamodb section or eventName")
