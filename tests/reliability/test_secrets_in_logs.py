@@ -162,7 +162,7 @@ def test_no_secret_or_token_in_any_log(
     figures.record(
         load=f"{steps} flows: posts, revoked token, 5xx, timeout, 429, forged/stale/valid/"
         "replayed clicks, sweeps",
-        fault="secrets and tokens searched in all logs (caplog + stdout/stderr)",
+        fault="secrets and tokens searched in all logs (caplog, Powertools JSON, stdout/stderr)",
         result=f"{len(secrets)} secrets (+ base64, prefixes) in {lines} log lines: 0 found",
         lost=0,
         wrong_accepts=0,
