@@ -320,7 +320,7 @@ def test_missing_topic_setting_reports_instead_of_guessing(
     provider.client("ec2").delete_vpc_endpoint_connection_notifications(
         ConnectionNotificationIds=[old["ConnectionNotificationId"]]
     )
-    [result] = sweep(deployment.deps()).services  # no NOTIFICATION_TOPIC_ARN
+    [result] = sweep(deployment.deps(notification_topic_arn=None)).services  # no topic setting
     assert result.fixes == []
     assert any("NOTIFICATION_TOPIC_ARN is not set" in w for w in result.warnings)
     assert notifications_of(provider, service.service_id) == []
