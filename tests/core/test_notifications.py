@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -106,3 +107,26 @@ def test_sqs_with_sns_envelope_and_raw_and_direct_sns() -> None:
 def test_malformed_records(record: object) -> None:
     with pytest.raises(NotificationError):
         parse_record(record)  # type: ignore[arg-type]
+
+
+EVENTS = sorted(
+    (Path(__file__).resolve().parents[2] / "events" / "NotificationFunction").glob("*.json")
+)
+
+
+@pytest.mark.parametrize("path", EVENTS, ids=[p.name for p in EVENTS])
+def test_every_sample_event_parses_to_a_hint(path: Path) -> None:
+    event = json.loads(path.read_text())
+    hints = [parse_record(r) for r in event["Records"]]
+    assert hints
+    for hint in hints:
+        assert hint.service_id.startswith("vpce-svc-")
+        assert hint.endpoint_id is not None
+        assert hint.endpoint_id.startswith("vpce-")
+        assert hint.event in {"Connect", "Accept", "Reject", "Delete"}
+    expected = path.stem.split("-")[-1].capitalize()
+    assert {h.event for h in hints} == {expected}
+
+
+def test_sample_events_exist() -> None:
+    assert {p.stem.split("-")[-1] for p in EVENTS} >= {"connect", "accept", "reject", "delete"}
