@@ -27,6 +27,16 @@ from .registry import Registry
 
 log = logging.getLogger("vpce_approver.converge")
 
+# Unsuccessful codes that say the connection is gone or already settled: retrying cannot help.
+SETTLED_CODES = frozenset(
+    {
+        "InvalidVpcEndpointId.NotFound",
+        "InvalidVpcEndpoint.NotFound",
+        "InvalidVpcEndpointId.Malformed",
+        "InvalidVpcEndpointServiceId.NotFound",
+        "InvalidState",
+    }
+)
 ACCEPTED_OUTCOME = {"available": "accepted-elsewhere", "pending": "accepted-elsewhere"}
 
 
@@ -95,6 +105,16 @@ class Report:
     @property
     def escalated(self) -> list[str]:
         return [o.connection.vpc_endpoint_id for o in self.outcomes if o.result == "escalated"]
+
+    @property
+    def retryable(self) -> list[str]:
+        """Endpoints whose Accept/Reject failed for a reason that may pass (throttling, an
+        internal error): the trigger should be retried rather than wait for the next sweep."""
+        return [
+            o.connection.vpc_endpoint_id
+            for o in self.outcomes
+            if o.result.startswith("failed:") and o.result[len("failed:") :] not in SETTLED_CODES
+        ]
 
     def summary(self) -> dict[str, object]:
         results = Counter(f"{o.decision.action.value}:{o.result}" for o in self.outcomes)

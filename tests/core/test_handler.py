@@ -100,3 +100,27 @@ def test_direct_sns_failure_raises_so_sns_retries(
 
 def test_event_without_records_is_ignored(deployment: LocalDeployment) -> None:
     assert notifications.handler({"unexpected": True}, Context()) == {"batchItemFailures": []}
+
+
+def test_transient_unsuccessful_items_are_retried_not_left_for_the_sweep(
+    deployment: LocalDeployment,
+    service: EndpointService,
+    consumer: Consumer,
+    provider: Provider,
+) -> None:
+    from vpce_tools.faults import Injector
+
+    deployment.deps().registry.put(grant(service.service_id), by="t", now=datetime.now(UTC))
+    vpce = consumer.create_endpoint(service.service_name)
+    event = sqs_event(deployment, provider)
+    deps = runtime.default_deps()
+    with Injector(deps.ec2.client) as faults:
+        faults.drop_ids("AcceptVpcEndpointConnections", lambda _: True, times=1)
+        first = notifications.handler(event, Context())
+    assert first == {
+        "batchItemFailures": [{"itemIdentifier": r["messageId"]} for r in event["Records"]]
+    }  # type: ignore[attr-defined]
+    assert consumer.endpoint_state(vpce).lower() == "pendingacceptance"
+    # the redelivery (the fault has passed) accepts it
+    assert notifications.handler(event, Context()) == {"batchItemFailures": []}
+    assert consumer.endpoint_state(vpce).lower() == "available"

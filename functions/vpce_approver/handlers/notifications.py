@@ -22,6 +22,10 @@ from ..runtime import default_deps
 FOLLOW_EVENTS = {"Accept", "Reject", "Delete"}
 
 
+class RetryableError(RuntimeError):
+    """Some decisions could not be applied for a reason that may pass: retry the records."""
+
+
 def process(records: Sequence[object], deps: Deps) -> list[str]:
     """Handle a batch; return the ids of records that must be retried."""
     groups: dict[str, list[tuple[str, Hint]]] = defaultdict(list)
@@ -59,7 +63,11 @@ def process(records: Sequence[object], deps: Deps) -> list[str]:
             if converge_hints:
                 named = [h.endpoint_id for h in converge_hints]
                 ids = None if any(i is None for i in named) else [i for i in named if i]
-                converge(service_id, deps, endpoint_ids=ids, trigger="notification")
+                report = converge(service_id, deps, endpoint_ids=ids, trigger="notification")
+                if report.retryable:
+                    # e.g. throttled beyond botocore's retries: redeliver these records now
+                    # rather than leave the connections waiting for the next sweep.
+                    raise RetryableError(f"{len(report.retryable)} decision(s) not applied yet")
             if follow_ids:
                 follow(service_id, follow_ids, deps, trigger="notification")
         except Exception:
