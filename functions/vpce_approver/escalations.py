@@ -7,7 +7,7 @@ record alone is the escalation ("pending-human": posted = false)."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Protocol
 
 from pynamodb.exceptions import PutError, UpdateError
@@ -18,6 +18,9 @@ from .tables import EscalationItem
 
 OPEN = "open"
 SETTLED = "settled"
+# Outcomes of an escalation a human approved (slack/worker.py): the connection was accepted by a
+# person, not by a grant, so drift and revocation must not undo it on their own (docs/SWEEP.md).
+APPROVED_OUTCOMES = frozenset({"approved", "approved-registered"})
 
 
 class EscalationPort(Protocol):
@@ -66,6 +69,20 @@ class Escalations:
         if not ids:
             return []
         return list(EscalationItem.batch_get(ids, consistent_read=True))
+
+    def approvals(self, vpc_endpoint_ids: Iterable[str]) -> dict[str, datetime]:
+        """When a human approved each of these connections, for those a human approved (the
+        settled record's `updated_at`: nothing writes a record after the worker settles it)."""
+        out = {}
+        for item in self.get_many(vpc_endpoint_ids):
+            if item.state != SETTLED or item.outcome not in APPROVED_OUTCOMES:
+                continue
+            try:
+                at = datetime.fromisoformat(str(item.updated_at))
+            except ValueError:
+                continue  # no readable time: no approval we could weigh against a later change
+            out[str(item.vpc_endpoint_id)] = at if at.tzinfo else at.replace(tzinfo=UTC)
+        return out
 
     def open_once(
         self, connection: Connection, decision: Decision, now: datetime

@@ -351,8 +351,9 @@ def _sync_principals(
 def _revoke(
     service_id: str, change: Change, grant_label: str, deps: Deps, effect: ServiceEffect
 ) -> None:
-    """Reject the consumer's live connections that existed when the change was made (a
-    connection a human approved after it is left alone, even when the record is replayed)."""
+    """Reject the consumer's live connections that existed when the change was made. A human's
+    later decision stands, even when the record is processed late or replayed: a connection
+    created after the change (accepted by hand) and one a human approved in Slack after it."""
     cutoff = change.at + REVOKE_SKEW
     targets = [
         c
@@ -361,6 +362,13 @@ def _revoke(
     ]
     if not targets:
         return
+    approved = deps.escalations.approvals(c.vpc_endpoint_id for c in targets)
+    spared = {vpce for vpce, at in approved.items() if at > cutoff}
+    if spared:
+        log.info("revocation spares %s: approved by a human after the change", sorted(spared))
+        targets = [c for c in targets if c.vpc_endpoint_id not in spared]
+        if not targets:
+            return
     shadow = deps.settings.shadow_mode
     now = deps.clock()
     why = f"access revoked: grant {grant_label} {action_of(change).removeprefix('grant-')}"

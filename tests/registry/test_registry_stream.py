@@ -488,3 +488,83 @@ def test_shadow_mode_records_but_changes_nothing(
     assert "would-principals-added" in actions(f"grant#{service.service_id}#{CONSUMER}")
     assert [i.action for i in audit(vpce)] == ["would-accept"]
     assert list(EscalationItem.scan()) == []
+
+
+def approve_in_slack(deployment: LocalDeployment, vpce: str, at: datetime) -> str | None:
+    """An approver clicks Approve on the escalation's message at `at` (the real interactivity
+    handler and worker, on the local Slack stand-in). Returns the escalation's outcome."""
+    from vpce_tools import slack_local
+
+    local = slack_local.start(deployment)
+    try:
+        deps = local.deps()
+        deps.clock = lambda: at
+        item = deps.escalations.get(vpce)
+        assert item is not None
+        local.services.port.opened(item)
+        message = local.fake.message_for(vpce)
+        assert message is not None
+        local.fake.click(message.channel, message.ts, "approve", user=slack_local.LOCAL_APPROVER)
+        settled = deps.escalations.get(vpce)
+        return settled.outcome if settled else None
+    finally:
+        local.stop()
+
+
+def test_revocation_spares_a_waiting_connection_a_human_approved_after_it(
+    deployment: LocalDeployment,
+    service: EndpointService,
+    consumer: Consumer,
+    provider: Provider,
+) -> None:
+    """The connection existed at the time of the change, but a human approved it in Slack
+    afterwards (while the record waited for its retry, or before a replay): that later decision
+    stands. The consumer's other connection, accepted by the grant, is revoked."""
+    from vpce_approver.handlers.registry_stream import process
+
+    deps = deployment.deps(revoke_default=True)
+    stream = registry_poller(deployment, deps, start="LATEST")
+    put(deps, grant(service.service_id, max_endpoints=1))
+    stream.drain()
+    accepted = consumer.create_endpoint(service.service_name)
+    deployment.poller(deps).drain()
+    waiting = consumer.create_endpoint(service.service_name)
+    deployment.poller(deps).drain()
+    assert (state(provider, accepted), state(provider, waiting)) == (
+        "available",
+        "pendingAcceptance",  # over the grant's limit: escalated
+    )
+    batches = recording(stream)
+    deps.registry.delete(service.service_id, CONSUMER)
+    stream.drain()
+    [event] = batches
+    assert state(provider, accepted) == "rejected"
+    assert state(provider, waiting) == "pendingAcceptance"  # not live: nothing to revoke yet
+    later = datetime.now(UTC) + timedelta(minutes=2)
+    assert approve_in_slack(deployment, waiting, later) == "approved"
+    assert state(provider, waiting) == "available"
+
+    assert process(event, deps) == {"batchItemFailures": []}  # the record is delivered again
+    assert state(provider, waiting) == "available"
+
+
+def test_revocation_still_rejects_what_a_human_approved_before_it(
+    deployment: LocalDeployment,
+    service: EndpointService,
+    consumer: Consumer,
+    provider: Provider,
+) -> None:
+    """An approval made before the access was taken away does not outlive the revocation."""
+    deps = deployment.deps(revoke_default=True)
+    stream = registry_poller(deployment, deps, start="LATEST")
+    put(deps, grant(service.service_id, max_endpoints=1))
+    stream.drain()
+    consumer.create_endpoint(service.service_name)
+    deployment.poller(deps).drain()
+    waiting = consumer.create_endpoint(service.service_name)
+    deployment.poller(deps).drain()
+    earlier = datetime.now(UTC) - timedelta(minutes=2)
+    assert approve_in_slack(deployment, waiting, earlier) == "approved"
+    deps.registry.delete(service.service_id, CONSUMER)
+    stream.drain()
+    assert state(provider, waiting) == "rejected"
