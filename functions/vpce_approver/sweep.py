@@ -44,6 +44,7 @@ from pynamodb.models import Model
 
 from .audit import AuditRecord, stamp
 from .converge import Deps, converge, follow
+from .grants import REVOKE_SKEW
 from .model import Action, Connection, DefaultDecision, Grant, Reason
 from .policy import decide
 from .registry import iso
@@ -399,7 +400,8 @@ def _revoke_for(grant_revoke: bool | None, default: bool) -> bool:
 
 def find_drift(service_id: str, live: Sequence[Connection], deps: Deps) -> list[DriftItem]:
     """Live connections whose consumer has no live allow grant (the policy would not accept them
-    today, capacity limits aside). One registry read for the chunk's consumers."""
+    today, capacity limits aside). One registry read for the chunk's consumers, and one
+    escalations read when any of them would be revoked (to honour human approvals)."""
     if not live:
         return []
     _, grants, errors = deps.registry.lookup([service_id], {c.owner for c in live})
@@ -409,6 +411,7 @@ def find_drift(service_id: str, live: Sequence[Connection], deps: Deps) -> list[
     now = deps.clock()
     default = deps.settings.revoke_default
     out: list[DriftItem] = []
+    deciding: dict[str, Grant | None] = {}
     for conn in live:
         if conn.owner in errors:
             # A corrupted item is no revocation: report it, never reject on it.
@@ -430,7 +433,7 @@ def find_drift(service_id: str, live: Sequence[Connection], deps: Deps) -> list[
         if decision.action is Action.ACCEPT:
             continue
         grant = decision.grant
-        revoke = _revoke_for(grant.revoke if grant else None, default)
+        deciding[conn.vpc_endpoint_id] = grant
         out.append(
             DriftItem(
                 service_id,
@@ -439,10 +442,33 @@ def find_drift(service_id: str, live: Sequence[Connection], deps: Deps) -> list[
                 conn.state,
                 decision.code.value,
                 decision.reason,
-                revoke,
+                _revoke_for(grant.revoke if grant else None, default),
                 "reported",
             )
         )
+    return _honour_approvals(out, deciding, deps)
+
+
+def _honour_approvals(
+    drift: list[DriftItem], deciding: dict[str, Grant | None], deps: Deps
+) -> list[DriftItem]:
+    """A connection a human approved in Slack is kept (reported, not revoked) unless its deciding
+    grant was changed after the approval: a person's decision is undone only by a later, explicit
+    registry change (docs/SWEEP.md, "Drift and human approvals")."""
+    revocable = [d.vpc_endpoint_id for d in drift if d.revoke]
+    approved = deps.escalations.approvals(revocable) if revocable else {}
+    if not approved:
+        return drift
+    out = []
+    for item in drift:
+        at = approved.get(item.vpc_endpoint_id)
+        grant = deciding.get(item.vpc_endpoint_id)
+        changed = grant.updated_at if grant is not None else None
+        # Grant times are whole seconds: a change within the approval's second counts as later.
+        if at is not None and (changed is None or changed + REVOKE_SKEW <= at):
+            reason = f"{item.reason}; approved by a human at {stamp(at)}: kept"
+            item = dataclasses.replace(item, reason=reason, revoke=False)
+        out.append(item)
     return out
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from approvals import approve_in_slack
 from conftest import CONSUMER, OTHER, grant
 from vpce_approver.converge import Deps
 from vpce_approver.model import WILDCARD_SERVICE, Grant, GrantStatus
@@ -488,27 +489,6 @@ def test_shadow_mode_records_but_changes_nothing(
     assert "would-principals-added" in actions(f"grant#{service.service_id}#{CONSUMER}")
     assert [i.action for i in audit(vpce)] == ["would-accept"]
     assert list(EscalationItem.scan()) == []
-
-
-def approve_in_slack(deployment: LocalDeployment, vpce: str, at: datetime) -> str | None:
-    """An approver clicks Approve on the escalation's message at `at` (the real interactivity
-    handler and worker, on the local Slack stand-in). Returns the escalation's outcome."""
-    from vpce_tools import slack_local
-
-    local = slack_local.start(deployment)
-    try:
-        deps = local.deps()
-        deps.clock = lambda: at
-        item = deps.escalations.get(vpce)
-        assert item is not None
-        local.services.port.opened(item)
-        message = local.fake.message_for(vpce)
-        assert message is not None
-        local.fake.click(message.channel, message.ts, "approve", user=slack_local.LOCAL_APPROVER)
-        settled = deps.escalations.get(vpce)
-        return settled.outcome if settled else None
-    finally:
-        local.stop()
 
 
 def test_revocation_spares_a_waiting_connection_a_human_approved_after_it(

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from approvals import approve_in_slack
 from conftest import CONSUMER, OTHER, MetricsRecorder, grant
 from vpce_approver.audit import stamp
 from vpce_approver.converge import Deps
@@ -241,6 +242,59 @@ def test_drift_respects_a_grants_own_revoke_flag(
     put(deps, grant(service.service_id, status=GrantStatus.SUSPENDED, revoke=True))
     report = sweep(deps)  # revoke_default is off, but this grant says revoke
     [item] = report.drift
+    assert (item.code, item.outcome) == ("suspended", "rejected")
+    assert state(provider, vpce) == "rejected"
+
+
+def test_drift_never_rejects_a_connection_a_human_approved(
+    deployment: LocalDeployment,
+    deps: Deps,
+    service: EndpointService,
+    consumer: Consumer,
+    provider: Provider,
+) -> None:
+    """Approved in Slack without a grant: the policy would not accept it, but a person did.
+    Revocation on by default must not undo that on the next sweep."""
+    vpce = consumer.create_endpoint(service.service_name)
+    deployment.poller(deps).drain()  # no grant: escalated
+    assert approve_in_slack(deployment, vpce, datetime.now(UTC)) == "approved"
+    assert state(provider, vpce) == "available"
+
+    revoking = replace(deps, settings=replace(deps.settings, revoke_default=True))
+    report = sweep(revoking)
+    [item] = report.drift
+    assert (item.vpc_endpoint_id, item.code, item.revoke, item.outcome) == (
+        vpce,
+        "no-grant",
+        False,
+        "reported",
+    )
+    assert "approved by a human" in item.reason
+    assert state(provider, vpce) == "available"
+    assert [r for r in AuditItem.query(vpce) if r.actor == "sweep"] == []
+
+
+def test_a_registry_change_after_the_approval_revokes_it(
+    deployment: LocalDeployment,
+    deps: Deps,
+    service: EndpointService,
+    consumer: Consumer,
+    provider: Provider,
+) -> None:
+    """The approval stands until the registry says otherwise later: a grant suspended after
+    the click, with revoke on, is an explicit revocation the sweep carries out."""
+    put(deps, grant(service.service_id, status=GrantStatus.SUSPENDED, revoke=True))
+    vpce = consumer.create_endpoint(service.service_name)
+    deployment.poller(deps).drain()  # suspended: escalated
+    start = datetime.now(UTC)
+    assert approve_in_slack(deployment, vpce, start + timedelta(minutes=1)) == "approved"
+    [item] = sweep(deps).drift  # the suspension predates the approval: kept
+    assert (item.code, item.outcome) == ("suspended", "reported")
+    assert state(provider, vpce) == "available"
+
+    suspended_again = grant(service.service_id, status=GrantStatus.SUSPENDED, revoke=True)
+    deps.registry.put(suspended_again, by="test", now=start + timedelta(minutes=2))
+    [item] = sweep(deps).drift
     assert (item.code, item.outcome) == ("suspended", "rejected")
     assert state(provider, vpce) == "rejected"
 
