@@ -96,11 +96,18 @@ def _scalar(node: yaml.Node) -> Any:
     raise GrantFileError(f"line {node.start_mark.line + 1}: nested mappings are not allowed here")
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's message spans several lines (with a caret drawing): keep it to one."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
+    return f"line {mark.line + 1}: {problem}" if mark is not None else str(problem)
+
+
 def read_yaml(text: str) -> list[Row]:
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
-        raise GrantFileError(f"not valid YAML: {exc}") from None
+        raise GrantFileError(f"not valid YAML: {_yaml_problem(exc)}") from None
     if root is None:
         return []
     if isinstance(root, yaml.MappingNode):

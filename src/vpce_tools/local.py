@@ -93,7 +93,7 @@ def banner(local: LocalService, out: TextIO) -> None:
         f"  tables             {d.settings.registry_table}, {d.settings.audit_table},"
         f" {d.settings.escalations_table}",
         "",
-        "  try:  vpce-approver registry add --service " + s.service_id + " --consumer 111111111111",
+        "  try:  vpce-approver registry add " + s.service_id + " 111111111111",
         "        aws ec2 describe-vpc-endpoint-connections",
         "",
         "Ctrl-C stops.",

@@ -100,6 +100,7 @@ def test_add_show_list_suspend_remove(cli: Cli) -> None:
         (("registry", "suspend", SVC, CONSUMER), "no grant for"),
         (("registry", "remove", SVC, CONSUMER), "no grant for"),
         (("registry", "import", "/nonexistent.yaml"), "no such file"),
+        (("pending", "--service", SVC), f"not managed by stack vpce-approver: {SVC}"),
     ],
 )  # fmt: skip
 def test_bad_input_is_one_clear_line(cli: Cli, argv: tuple[str, ...], message: str) -> None:
@@ -109,6 +110,47 @@ def test_bad_input_is_one_clear_line(cli: Cli, argv: tuple[str, ...], message: s
     assert err.startswith("vpce-approver: error: ")
     assert len(err.strip().splitlines()) == 1
     assert stored() == {}
+
+
+@pytest.mark.parametrize(
+    "argv", [("registry", "list"), ("registry", "export"), ("audit",), ("pending",), ("sweep",)]
+)
+def test_a_stack_without_tables_is_one_clear_line(cli: Cli, argv: tuple[str, ...]) -> None:
+    code, _, err = cli("--stack", "nostack", *argv)
+    assert code == 2
+    assert err.startswith("vpce-approver: error: DynamoDB table not found: nostack-")
+    assert "is --stack right?" in err
+    assert len(err.strip().splitlines()) == 1  # the sweep logs no traceback first
+
+
+def test_no_credentials_is_one_clear_line(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    for argv in (("registry", "list"), ("sweep",), ("explain", "vpce-0a1b2c3d4e5f60718")):
+        code, _, err = cli(*argv)
+        assert (code, err.splitlines()) == (
+            2,
+            [
+                "vpce-approver: error: no AWS credentials found (set AWS_PROFILE or"
+                " AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY; for the emulator, any value and"
+                " --endpoint-url)"
+            ],
+        ), argv
+
+
+def test_malformed_yaml_file_is_one_clear_line(cli: Cli, tmp_path: Path) -> None:
+    source = tmp_path / "g.yaml"
+    source.write_text("- service_id: [unclosed\n")
+    code, _, err = cli("registry", "import", str(source))
+    assert code == 2
+    assert err.splitlines() == [
+        f"vpce-approver: error: {source}: not valid YAML: line 2:"
+        " expected ',' or ']', but got '<stream end>'"
+    ]
 
 
 def test_add_refuses_to_overwrite_without_replace(cli: Cli) -> None:
@@ -177,7 +219,7 @@ def test_import_with_bad_rows_changes_nothing_and_names_every_row(cli: Cli, tmp_
         f"{SVC},{CONSUMER},deny,,,duplicate\n"
     )
     code, _, err = cli("registry", "import", str(source))
-    assert code == 1
+    assert code == 2  # bad input, as every other usage error
     assert f"{source}: line 3: consumer: '12345' is not a 12-digit AWS account ID" in err
     assert f"{source}: line 4: principals: 'arn:aws:iam::{OTHER}:role/x/y'" in err
     assert f"{source}: line 5: expires_at:" in err
@@ -195,7 +237,7 @@ def test_import_yaml_bad_row_line_numbers_and_unknown_fields(cli: Cli, tmp_path:
         "- just a string\n"
     )
     code, _, err = cli("registry", "import", str(source))
-    assert code == 1
+    assert code == 2  # bad input, as every other usage error
     assert "line 3: unknown field(s) principal" in err
     assert "line 6: each grant must be a mapping" in err
     assert stored() == {}

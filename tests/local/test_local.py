@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import pytest
 
 from vpce_approver.model import Grant, GrantStatus
 from vpce_tools import local
+from vpce_tools.cli import parser
 from vpce_tools.emulator.testing import fake_credentials
 from vpce_tools.emulator.world import Provider
 
@@ -71,6 +73,20 @@ def test_escalations_show_up_on_the_local_slack_page(running: local.LocalService
             return vpce in page.read().decode()
 
     assert wait_for(on_page), "the escalation should be posted to the local Slack page"
+
+
+def test_banner_suggests_commands_that_parse(running: local.LocalService) -> None:
+    out = io.StringIO()
+    local.banner(running, out)
+    suggested = [
+        line.split("try:", 1)[1].split()
+        for line in out.getvalue().splitlines()
+        if "try:  vpce-approver " in line
+    ]
+    assert suggested
+    for argv in suggested:
+        args = parser().parse_args(argv[1:])  # exits (SystemExit) on a bad suggestion
+        assert args.command == argv[1]
 
 
 def test_cli_local_prints_where_it_listens_and_stops_on_ctrl_c() -> None:

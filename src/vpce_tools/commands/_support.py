@@ -16,7 +16,14 @@ from typing import Any, TextIO
 import boto3
 import yaml
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    NoCredentialsError,
+    NoRegionError,
+    PartialCredentialsError,
+    ProfileNotFound,
+)
 
 from vpce_approver import runtime
 from vpce_approver.config import ConfigError, Settings
@@ -39,6 +46,15 @@ def settings(args: argparse.Namespace) -> Settings:
 
 def deps(args: argparse.Namespace) -> Deps:
     return runtime.build(settings(args))
+
+
+def require_tables() -> None:
+    """Read one item of each table, so that a wrong --stack (or no credentials) fails here, as
+    one line through aws_errors, before a command that logs and carries on past each failure."""
+    from vpce_approver.tables import AuditItem, EscalationItem, RegistryItem
+
+    for model in (RegistryItem, AuditItem, EscalationItem):
+        next(iter(model.scan(limit=1)), None)
 
 
 def client(name: str, s: Settings) -> Any:
@@ -79,7 +95,9 @@ def parse_time(text: str, *, past: bool) -> datetime:
 
 
 def aws_errors[**P](run: Callable[P, int]) -> Callable[P, int]:
-    """AWS and DynamoDB failures as one clear line (exit 1) instead of a traceback."""
+    """AWS and DynamoDB failures as one clear line instead of a traceback. What the caller must
+    fix (no credentials or region, a --stack whose tables do not exist) is a usage error (exit 2);
+    a failure of AWS itself exits 1."""
 
     @functools.wraps(run)
     def wrapped(*args: P.args, **kwargs: P.kwargs) -> int:
@@ -93,16 +111,38 @@ def aws_errors[**P](run: Callable[P, int]) -> Callable[P, int]:
             operation = getattr(exc, "operation_name", "call")
             print(f"vpce-approver: AWS error: {operation}: {code}: {message}", file=sys.stderr)
         except BotoCoreError as exc:
+            _raise_if_setup(exc)
             print(f"vpce-approver: AWS error: {exc}", file=sys.stderr)
         except PynamoDBException as exc:
+            _raise_if_setup(exc.cause)
             cause = getattr(exc, "cause_response_code", None)
-            hint = ""
             if cause == "ResourceNotFoundException":
-                hint = " (is --stack right? tables are <stack>-registry, <stack>-audit, …)"
-            print(f"vpce-approver: DynamoDB error: {cause or exc}{hint}", file=sys.stderr)
+                raise UsageError(
+                    f"DynamoDB table not found: {_table_name(exc)}(is --stack right? tables are"
+                    " <stack>-registry, <stack>-audit, <stack>-escalations)"
+                ) from None
+            print(f"vpce-approver: DynamoDB error: {cause or exc}", file=sys.stderr)
         return 1
 
     return wrapped
+
+
+def _raise_if_setup(exc: BaseException | None) -> None:
+    """No credentials or no region: the caller's setup, not an AWS failure."""
+    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+        raise UsageError(
+            "no AWS credentials found (set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY;"
+            " for the emulator, any value and --endpoint-url)"
+        ) from None
+    if isinstance(exc, NoRegionError):
+        raise UsageError("no AWS region (set AWS_REGION or --region before the command)") from None
+    if isinstance(exc, ProfileNotFound):
+        raise UsageError(str(exc)) from None
+
+
+def _table_name(exc: Exception) -> str:
+    match = re.search(r"on table \((?P<name>[^)]+)\)", str(exc))
+    return f"{match['name']} " if match else ""
 
 
 def add_format(parser: argparse.ArgumentParser, choices: Sequence[str] = OUTPUT_FORMATS) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from vpce_approver.converge import preview
 from vpce_approver.registry import iso
+from vpce_tools.cli import UsageError
 
 from . import _support as s
 
@@ -30,7 +31,10 @@ def run(args: argparse.Namespace) -> int:
     if args.service:
         unknown = sorted(set(args.service) - set(services))
         if unknown:
-            print(f"warning: not managed here: {', '.join(unknown)}", file=sys.stderr)
+            raise UsageError(
+                f"not managed by stack {args.stack}: {', '.join(unknown)}"
+                " (`vpce-approver services list` shows the managed services)"
+            )
         services = [x for x in services if x in set(args.service)]
     now = datetime.now(UTC)
     rows: list[dict[str, Any]] = []

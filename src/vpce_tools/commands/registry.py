@@ -387,7 +387,7 @@ def run_import(args: argparse.Namespace) -> int:
             " nothing was imported",
             file=sys.stderr,
         )
-        return 1
+        return 2  # bad input, like a UsageError, but with every bad row listed
     if not grants:
         print(f"{args.file}: no grants in the file; nothing to do")
         return 0

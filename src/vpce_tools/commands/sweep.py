@@ -49,6 +49,7 @@ def register(subs: Any) -> None:
 @s.aws_errors
 def run(args: argparse.Namespace) -> int:
     deps = s.deps(args)
+    s.require_tables()
     if args.topic_arn:
         if not str(args.topic_arn).startswith("arn:") or ":sns:" not in str(args.topic_arn):
             raise UsageError(f"--topic-arn {args.topic_arn!r} is not an SNS topic ARN")
