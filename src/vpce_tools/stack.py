@@ -16,12 +16,24 @@ from vpce_approver.config import Settings
 from vpce_approver.converge import Deps, MetricSink
 from vpce_approver.escalations import EscalationPort
 from vpce_approver.runtime import build
+from vpce_approver.sweep import MANAGED_TAG_KEY
 
 from . import template
 from .emulator.world import EndpointService, Provider
 
 CONNECTION_EVENTS = ["Connect", "Accept", "Reject", "Delete"]
-MANAGED_TAG_KEY = "vpce-approver:managed"
+
+
+def drain(poll_once: Callable[[], int], max_invocations: int = 100) -> int:
+    """Call an event source's poll_once until it handles nothing (or the bound is hit); the
+    records handled in all."""
+    total = 0
+    for _ in range(max_invocations):
+        handled = poll_once()
+        if not handled:
+            break
+        total += handled
+    return total
 
 
 @dataclass
@@ -87,13 +99,7 @@ class QueuePoller:
 
     def drain(self, max_invocations: int = 100) -> int:
         """Poll until the queue is empty (or a bound is hit). Returns records handled."""
-        total = 0
-        for _ in range(max_invocations):
-            handled = self.poll_once()
-            if not handled:
-                break
-            total += handled
-        return total
+        return drain(self.poll_once, max_invocations)
 
 
 @dataclass

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.config import Config
 
+from .stack import drain
+
 if TYPE_CHECKING:
     from vpce_approver.converge import Deps
 
@@ -167,14 +169,8 @@ class StreamPoller:
         self._attempts.clear()
 
     def drain(self, max_invocations: int = 100) -> int:
-        """Poll until no new record is left (or the bound is hit). Returns records handed."""
-        total = 0
-        for _ in range(max_invocations):
-            handled = self.poll_once()
-            if not handled:
-                break
-            total += handled
-        return total
+        """Poll until no new record is left (or the bound is hit). Returns records handled."""
+        return drain(self.poll_once, max_invocations)
 
 
 def streams_client(session: Any, region: str, endpoint_url: str | None) -> Any:
