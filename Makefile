@@ -72,7 +72,7 @@ unit: venv ## pytest only (PYTEST_ARGS=... to pass arguments)
 test: venv sam-tool browser lint typecheck validate build ## the full suite CI runs: set-up, lint, types, SAM checks, pytest
 	SAM_CLI=$(abspath $(SAM)) $(VENV)/bin/pytest -n 2 $(PYTEST_ARGS)
 
-demo: venv ## the main job on the local emulator: accept, reject, escalate, Slack click, registry grant
+demo: venv ## the main job on the local emulator: accept, reject, escalate, registry grant, Slack click, sweep
 	$(VENV)/bin/vpce-approver demo
 
 bench: venv ## performance benchmark on the emulator (throttle on); writes docs/BENCHMARKS.md
