@@ -18,6 +18,7 @@ from .emulator.testing import fake_credentials
 from .emulator.world import EndpointService, Provider
 from .slack_local import start_local_slack
 from .stack import LocalDeployment, QueuePoller
+from .stream_poller import registry_poller
 
 log = logging.getLogger("vpce_tools.local")
 
@@ -37,11 +38,15 @@ class LocalService:
     def start_polling(self, interval: float = 0.5) -> None:
         def loop() -> None:
             while not self._stop.is_set():
-                try:
-                    self.poller.drain()
-                except Exception:  # keep serving; the record is retried on the next poll
-                    log.exception("notification poll failed")
+                for what, poller in (("notification", self.poller), ("registry stream", stream)):
+                    try:
+                        poller.drain()
+                    except Exception:  # keep serving; the record is retried on the next poll
+                        log.exception("%s poll failed", what)
                 self._stop.wait(interval)
+
+        # The registry stream, as RegistryStreamFunction: a grant edit takes effect at once.
+        stream = registry_poller(self.deployment)
 
         self._thread = threading.Thread(target=loop, name="vpce-approver-poller", daemon=True)
         self._thread.start()

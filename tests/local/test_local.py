@@ -62,6 +62,25 @@ def test_boto3_against_local_server_sees_the_service_accept(running: local.Local
     assert wait_for(available), "the background poller should have accepted the connection"
 
 
+def test_a_grant_added_later_accepts_the_waiting_connection(running: local.LocalService) -> None:
+    """`vpce-approver local` runs the registry stream too, as the deployed stack does."""
+    provider = Provider(endpoint_url=running.url)
+    vpce = provider.consumer("333333333333").create_endpoint(running.service.service_name)
+
+    def state() -> str | None:
+        conns = provider.connections(running.service.service_id)
+        return next((c["VpcEndpointState"] for c in conns if c["VpcEndpointId"] == vpce), None)
+
+    assert wait_for(lambda: running.deployment.deps().escalations.get(vpce) is not None)
+    assert state() == "pendingAcceptance"
+    running.deployment.deps().registry.put(
+        Grant(running.service.service_id, "333333333333", GrantStatus.ALLOW),
+        by="test",
+        now=datetime.now(UTC),
+    )
+    assert wait_for(lambda: state() == "available"), "the registry stream should accept it"
+
+
 def test_escalations_show_up_on_the_local_slack_page(running: local.LocalService) -> None:
     import urllib.request
 
