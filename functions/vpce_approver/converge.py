@@ -24,6 +24,7 @@ from .escalations import EscalationPort, Escalations
 from .model import Action, Connection, Decision, Grant, Reason
 from .policy import decide, matching_grants
 from .registry import Registry
+from .tables import EscalationItem
 
 log = logging.getLogger("vpce_approver.converge")
 
@@ -69,7 +70,8 @@ class Deps:
 class Outcome:
     connection: Connection
     decision: Decision
-    result: str  # done | shadow | escalated | already-escalated | failed:<code> | ignored
+    # done | shadow | escalated | already-escalated | settled-elsewhere | failed:<code> | ignored
+    result: str
 
 
 @dataclass
@@ -199,6 +201,19 @@ def _record(
     )
 
 
+def _settled_meanwhile(
+    service_id: str, opened: Sequence[EscalationItem], deps: Deps, trigger: str
+) -> set[str]:
+    """Escalations just opened whose connection a concurrent converge settled meanwhile (it read
+    the registry after us, accepted, and found no escalation to close yet): closed here, never
+    posted. One Describe of the escalated consumers, on the escalation path only."""
+    if not opened:
+        return set()
+    connections = deps.ec2.connections(service_id, owners={str(i.consumer) for i in opened})
+    ids = [str(i.vpc_endpoint_id) for i in opened]
+    return set(follow(service_id, ids, deps, trigger=trigger, connections=connections))
+
+
 def converge(
     service_id: str,
     deps: Deps,
@@ -319,10 +334,17 @@ def converge(
     if shadow:
         return report
 
+    opened = []
     for conn, decision in to_escalate:
         item = deps.escalations.open_once(conn, decision, now)
         if item is None:  # a concurrent converge opened it first
             report.outcomes.append(Outcome(conn, decision, "already-escalated"))
+            continue
+        opened.append((conn, decision, item))
+    settled_meanwhile = _settled_meanwhile(service_id, [i for _, _, i in opened], deps, trigger)
+    for conn, decision, item in opened:
+        if conn.vpc_endpoint_id in settled_meanwhile:
+            report.outcomes.append(Outcome(conn, decision, "settled-elsewhere"))
             continue
         new_escalations.append(item)
         report.outcomes.append(Outcome(conn, decision, "escalated"))

@@ -335,3 +335,58 @@ def test_withdrawn_endpoint_closes_escalation(
 
 def test_later_now() -> None:
     assert later() > datetime.now(UTC)
+
+
+class StaleThenRacing(Registry):
+    """Answers the first lookup from the registry as it was, then lets a concurrent converge run
+    (what a notification converge and a registry-stream converge of one service can do)."""
+
+    def __init__(self, race: Any) -> None:
+        super().__init__()
+        self.race = race
+
+    def lookup(self, *args: Any, **kwargs: Any) -> Any:
+        found = super().lookup(*args, **kwargs)
+        race, self.race = self.race, None
+        if race is not None:
+            race()
+        return found
+
+
+def test_escalation_raced_by_an_accept_is_closed_not_left_open(
+    deployment: LocalDeployment,
+    service: EndpointService,
+    consumer: Consumer,
+    provider: Provider,
+) -> None:
+    """Converge A reads no grant; before it escalates, converge B (the grant just written) accepts
+    the connection and finds no escalation to close. A's escalation must not stay open (and
+    posted to Slack) for a connection that is already available."""
+    vpce = consumer.create_endpoint(service.service_name)
+    posted: list[str] = []
+
+    class Port:
+        def opened(self, escalation: EscalationItem) -> None:
+            posted.append(str(escalation.vpc_endpoint_id))
+
+        def settled(self, escalation: EscalationItem) -> None:
+            return None
+
+        def refresh(self, escalation: EscalationItem) -> None:
+            return None
+
+    def concurrent_grant_and_converge() -> None:
+        put(deployment, grant(service.service_id))
+        report = converge(service.service_id, deployment.deps(), trigger="registry")
+        assert report.accepted == [vpce]
+
+    deps = deployment.deps()
+    deps.registry = StaleThenRacing(concurrent_grant_and_converge)
+    deps.port = Port()
+    report = converge(service.service_id, deps, endpoint_ids=[vpce])
+
+    assert state(provider, vpce) == "available"
+    assert report.escalated == []
+    item = EscalationItem.get(vpce, consistent_read=True)
+    assert (item.state, item.outcome) == ("settled", "accepted-elsewhere")
+    assert posted == []
