@@ -436,3 +436,22 @@ def test_lambda_handlers_built_from_the_environment(
         runtime.default_deps.cache_clear()
         slack_interactivity.default_services.cache_clear()
         slack_worker.default_services.cache_clear()
+
+
+def test_a_click_in_shadow_mode_acts_on_nothing_and_is_audited(
+    local: LocalSlack, service: EndpointService, consumer: Consumer, provider: Provider
+) -> None:
+    """An escalation opened before shadow mode was switched on can still be clicked: shadow mode
+    acts on nothing, so the click is refused (audited, ephemeral reply) and the connection waits."""
+    from dataclasses import replace
+
+    vpce = escalate(local, service, consumer)
+    local.services.deps.settings = replace(local.services.deps.settings, shadow_mode=True)
+    msg = message(local, vpce)
+    status, _ = local.fake.click(msg.channel, msg.ts, "approve", user=APPROVER)
+    assert status == 200
+    assert state(provider, vpce) == "pendingAcceptance"
+    assert escalation(vpce).state == "open"
+    [reply] = local.fake.ephemerals_for(APPROVER)
+    assert "shadow mode" in reply
+    assert ("slack-refused", f"slack:{APPROVER}", "refused:shadow-mode") in audit(vpce)

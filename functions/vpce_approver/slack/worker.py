@@ -64,6 +64,14 @@ class Worker:
         claim = f"slack:{job.user}#{job.job_id}"
         if item.state != OPEN:
             return self._already(item, job, claim)
+        if self.deps.settings.shadow_mode:
+            # Shadow mode acts on nothing, a click included (an escalation opened before the
+            # switch can still be clicked): the human's intent is audited, the connection waits.
+            return self._refuse(
+                job,
+                "shadow-mode",
+                "This deployment runs in shadow mode and acts on nothing; nothing was done.",
+            )
         claimed = self._claim(item.vpc_endpoint_id, claim)
         if claimed is None or claimed.state != OPEN:
             fresh = claimed or self._escalation(job.value)
