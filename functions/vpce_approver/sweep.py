@@ -323,10 +323,16 @@ def ensure_service(
             "acceptance_required turned back on" if act else "would turn acceptance_required on"
         )
     tags = {t.get("Key"): t.get("Value") for t in config.get("Tags", [])}
+    # Not fixed here: ec2:CreateTags would let this function mark any service as managed.
+    expected = deps.settings.deployment_name
     if MANAGED_TAG_KEY not in tags:
-        # Not fixed here: ec2:CreateTags would let this function mark any service as managed.
         result.warnings.append(
             f"tag {MANAGED_TAG_KEY} is missing: IAM will refuse Accept/Reject on this service"
+        )
+    elif expected and tags[MANAGED_TAG_KEY] != expected:
+        result.warnings.append(
+            f"tag {MANAGED_TAG_KEY}={tags[MANAGED_TAG_KEY]} names another deployment than"
+            f" {expected}: IAM will refuse Accept/Reject on this service"
         )
 
     _ensure_notification(enrollment, deps, act=act, result=result)

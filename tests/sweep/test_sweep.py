@@ -351,6 +351,36 @@ def test_notification_that_lost_events_gets_a_complete_one_beside_it(
     assert sweep(deps).services[0].fixes == []
 
 
+@pytest.mark.parametrize(
+    ("tag", "warning"),
+    [
+        (None, "is missing"),
+        ("another-stack", "names another deployment than vpce-approver"),
+        ("vpce-approver", None),
+    ],
+)
+def test_managed_tag_is_checked_against_this_deployment(
+    deps: Deps, service: EndpointService, provider: Provider, tag: str | None, warning: str | None
+) -> None:
+    """IAM lets the functions act only on services tagged with this stack's name: a missing tag
+    or another deployment's tag is reported (never fixed: CreateTags would let the function
+    enroll any service)."""
+    ec2 = provider.client("ec2")
+    ec2.delete_tags(Resources=[service.service_id], Tags=[{"Key": "vpce-approver:managed"}])
+    if tag is not None:
+        ec2.create_tags(
+            Resources=[service.service_id], Tags=[{"Key": "vpce-approver:managed", "Value": tag}]
+        )
+    named = replace(deps, settings=replace(deps.settings, deployment_name="vpce-approver"))
+    [result] = sweep(named).services
+    tag_warnings = [w for w in result.warnings if "vpce-approver:managed" in w]
+    if warning is None:
+        assert tag_warnings == []
+    else:
+        assert len(tag_warnings) == 1
+        assert warning in tag_warnings[0]
+
+
 def test_acceptance_required_turned_off_is_turned_back_on(
     deps: Deps, service: EndpointService, provider: Provider, recorder: MetricsRecorder
 ) -> None:

@@ -28,9 +28,9 @@ from botocore.exceptions import (
 from vpce_approver import runtime
 from vpce_approver.config import ConfigError, Settings
 from vpce_approver.converge import Deps
+from vpce_approver.sweep import MANAGED_TAG_KEY as MANAGED_TAG_KEY  # noqa: PLC0414 - re-export
 from vpce_tools.cli import UsageError
 
-MANAGED_TAG_KEY = "vpce-approver:managed"
 OUTPUT_FORMATS = ("table", "json", "yaml")
 RELATIVE = re.compile(r"^([+-]?)(\d+)([smhdw])$")
 UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
