@@ -455,3 +455,52 @@ def test_a_click_in_shadow_mode_acts_on_nothing_and_is_audited(
     [reply] = local.fake.ephemerals_for(APPROVER)
     assert "shadow mode" in reply
     assert ("slack-refused", f"slack:{APPROVER}", "refused:shadow-mode") in audit(vpce)
+
+
+def test_worker_killed_between_accept_and_settle_keeps_the_human_decision(
+    local: LocalSlack,
+    service: EndpointService,
+    consumer: Consumer,
+    provider: Provider,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The worker accepts, then dies before settling; the Accept notification's follow() closes
+    the escalation as "accepted-elsewhere"; SQS redelivers the job, which records the decision as
+    the human's ("approved"), the outcome the sweep's drift check honours."""
+    from vpce_approver.converge import follow
+    from vpce_approver.slack.interactivity import Job
+    from vpce_approver.slack.worker import Worker
+    from vpce_tools.faults import LambdaKilled
+
+    vpce = escalate(local, service, consumer)
+    msg = message(local, vpce)
+    job = Job(
+        job_id="job-killed",
+        action="approve",
+        value=vpce,
+        user=APPROVER,
+        team=None,
+        channel=msg.channel,
+        message_ts=msg.ts,
+        received_at="2026-11-30T10:00:00Z",
+    )
+    real_settle = Worker._settle
+    killed: list[bool] = []
+
+    def dies_once(self: Worker, *args: Any, **kwargs: Any) -> Any:
+        if not killed:
+            killed.append(True)
+            raise LambdaKilled("killed between Accept and settle")
+        return real_settle(self, *args, **kwargs)
+
+    monkeypatch.setattr(Worker, "_settle", dies_once)
+    worker = local.services.worker()
+    with pytest.raises(LambdaKilled):
+        worker.handle(job)
+    assert state(provider, vpce) == "available"
+    follow(service.service_id, [vpce], local.deps())  # the Accept notification
+    assert escalation(vpce).outcome == "accepted-elsewhere"
+    assert worker.handle(job) == "approved"  # the redelivered job
+    settled = escalation(vpce)
+    assert (settled.outcome, settled.decided_by) == ("approved", f"slack:{APPROVER}")
+    assert no_buttons(local, vpce)

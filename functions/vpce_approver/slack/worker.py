@@ -29,7 +29,7 @@ from ..registry import RegistryError
 from ..tables import EscalationItem
 from .client import SlackError
 from .interactivity import Job
-from .messages import APPROVE_REGISTER, REJECT, outcome_line
+from .messages import APPROVE, APPROVE_REGISTER, REJECT, outcome_line
 from .port import SlackPort, conditional_failed
 
 log = logging.getLogger("vpce_approver.slack")
@@ -37,6 +37,14 @@ log = logging.getLogger("vpce_approver.slack")
 CLAIM_LEASE = timedelta(minutes=10)  # well beyond the worker's timeout
 ATTEMPTS = 5
 TRIGGER = "slack"
+
+
+# (outcome follow() recorded, the click's action) -> the outcome that click really caused.
+HUMAN_OUTCOME = {
+    ("accepted-elsewhere", APPROVE): "approved",
+    ("accepted-elsewhere", APPROVE_REGISTER): "approved",
+    ("rejected-elsewhere", REJECT): "rejected",
+}
 
 
 class Worker:
@@ -271,7 +279,15 @@ class Worker:
     # ------------------------------------------------------------------ replies
     def _already(self, item: EscalationItem, job: Job, claim: str) -> str:
         if item.claimed_by == claim:
-            # A redelivery of the job that decided: finish showing the outcome.
+            # A redelivery of the job that decided. If it died between its Accept/Reject and
+            # settling, follow() (the Accept/Reject notification) may have closed the record as
+            # settled "elsewhere": the decision was this human's, so record it as theirs (the
+            # sweep's drift check honours human approvals, not "accepted-elsewhere").
+            human = HUMAN_OUTCOME.get((item.outcome or "", job.action))
+            if human is not None:
+                item = (
+                    self._settle(item.vpc_endpoint_id, claim, human, by=f"slack:{job.user}") or item
+                )
             if not self.port.show(item.vpc_endpoint_id):
                 raise SlackError("chat.update", "outcome not shown")
             return item.outcome or "settled"
