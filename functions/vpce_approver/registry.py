@@ -199,10 +199,16 @@ class Registry:
         managed: set[str] = set()
         grants: dict[tuple[str, str], Grant] = {}
         errors: dict[str, str] = {}
-        items: Iterable[RegistryItem | Undecodable] = batch_get_items(keys)
+        # Strongly consistent: a grant suspended or denied a moment ago must not be read as the
+        # allow it was (an eventually consistent read could); it costs two read units, not one.
+        items: Iterable[RegistryItem | Undecodable] = batch_get_items(keys, consistent_read=True)
         if query_wildcard:
             wanted = set(consumers)
-            wildcard = (i for i in query_items(WILDCARD_SERVICE) if i.consumer in wanted)
+            wildcard = (
+                i
+                for i in query_items(WILDCARD_SERVICE, consistent_read=True)
+                if i.consumer in wanted
+            )
             items = itertools.chain(items, wildcard)
         for item in items:
             if item.consumer == SERVICE_MARKER:  # enrolled, even if the item is damaged

@@ -13,7 +13,7 @@ from conftest import CONSUMER, OTHER, THIRD, MetricsRecorder, grant, later
 from vpce_approver.converge import converge
 from vpce_approver.model import GrantStatus
 from vpce_approver.registry import Registry, item_from_grant
-from vpce_approver.tables import AuditItem, EscalationItem
+from vpce_approver.tables import AuditItem, EscalationItem, RegistryItem
 from vpce_tools.emulator.world import Consumer, EndpointService, Provider
 from vpce_tools.stack import LocalDeployment
 
@@ -390,3 +390,28 @@ def test_escalation_raced_by_an_accept_is_closed_not_left_open(
     item = EscalationItem.get(vpce, consistent_read=True)
     assert (item.state, item.outcome) == ("settled", "accepted-elsewhere")
     assert posted == []
+
+
+def test_the_decision_reads_the_registry_strongly_consistent(
+    deployment: LocalDeployment,
+    service: EndpointService,
+    consumer: Consumer,
+) -> None:
+    """A grant suspended or denied a moment ago must never be read as the allow it was: every
+    registry read on the decision path asks for ConsistentRead."""
+    from vpce_tools.faults import model_client
+
+    put(deployment, grant(service.service_id))
+    consumer.create_endpoints(service.service_name, 1)
+    deps = deployment.deps()
+    seen: list[dict[str, Any]] = []
+    client = model_client(RegistryItem)
+    client.meta.events.register(
+        "before-parameter-build.dynamodb.BatchGetItem", lambda params, **_: seen.append(params)
+    )
+    report = converge(service.service_id, deps)
+    assert len(report.accepted) == 1
+    assert seen
+    for params in seen:
+        for table in params["RequestItems"].values():
+            assert table.get("ConsistentRead") is True
