@@ -1,9 +1,12 @@
 """A local Slack stand-in for tests, `make demo` and `vpce-approver local`.
 
 - The Web API methods vpce-approver calls (auth.test, chat.postMessage, chat.update,
-  chat.postEphemeral, usergroups.users.list) under /api/, so slack_sdk's WebClient works against it
-  with `base_url=<url>/api/`. Every call is recorded; failures can be switched on (429 with
-  Retry-After, 500, a stalled response for timeouts, invalid_auth).
+  chat.postEphemeral, usergroups.users.list, conversations.history) under /api/, so slack_sdk's
+  WebClient works against it with `base_url=<url>/api/`. Messages keep their `metadata`, and
+  conversations.history pages them like Slack (newest first; oldest/latest/inclusive, limit,
+  cursor; metadata only with include_all_metadata). Every call is recorded; failures can be
+  switched on (429 with Retry-After, 500, a stalled response for timeouts, a call that takes
+  effect but whose response is lost, invalid_auth, missing_scope).
 - Interactivity: `click()` builds a block_actions payload for a posted message, signs it with the
   signing secret exactly as Slack does and POSTs it to `interactivity_url`.
 - A small HTML page (GET /) that shows the channel's messages with working buttons; a click POSTs
@@ -14,6 +17,7 @@ Binds 127.0.0.1 only. Nothing here is deployed."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import hmac
@@ -31,7 +35,11 @@ from typing import Any
 from urllib.error import HTTPError
 from urllib.parse import parse_qs, urlencode, urlparse
 
-MODES = ("ratelimited", "server_error", "timeout", "invalid_auth")
+MODES = ("ratelimited", "server_error", "timeout", "response_lost", "invalid_auth", "missing_scope")
+BOT_USER_ID = "U0BOT"
+BOT_ID = "B0BOT"
+HISTORY_DEFAULT_LIMIT = 100  # Slack's default page size...
+HISTORY_MAX_LIMIT = 999  # ...and its maximum
 LocalHandler = Callable[[Mapping[str, str], bytes], tuple[int, str]]
 
 
@@ -51,6 +59,24 @@ class Message:
     text: str
     blocks: list[dict[str, Any]]
     versions: list[tuple[str, list[dict[str, Any]]]] = field(default_factory=list)
+    metadata: dict[str, Any] | None = None
+    user: str = BOT_USER_ID
+    bot_id: str | None = BOT_ID
+
+    def as_history(self, *, with_metadata: bool) -> dict[str, Any]:
+        """The message as conversations.history returns it."""
+        out: dict[str, Any] = {
+            "type": "message",
+            "ts": self.ts,
+            "user": self.user,
+            "text": self.text,
+            "blocks": self.blocks,
+        }
+        if self.bot_id:
+            out["bot_id"] = self.bot_id
+        if with_metadata and self.metadata:
+            out["metadata"] = self.metadata
+        return out
 
     @property
     def buttons(self) -> list[dict[str, Any]]:
@@ -191,7 +217,8 @@ class FakeSlack:
     ) -> None:
         """The next `times` calls (of `method`, or any) fail with `mode`: ratelimited (429 +
         Retry-After), server_error (500), timeout (the answer stalls `delay` seconds and the call
-        does nothing), invalid_auth."""
+        does nothing), response_lost (the call takes effect, then its answer stalls `delay`
+        seconds: a client with a shorter timeout never sees it), invalid_auth, missing_scope."""
         if mode not in MODES:
             raise ValueError(f"unknown failure mode {mode!r}: expected one of {', '.join(MODES)}")
         with self._lock:
@@ -215,6 +242,24 @@ class FakeSlack:
         with self._lock:
             found = [m for m in self.messages.values() if value in m.text]
             return found[-1] if found else None
+
+    def add_message(
+        self,
+        channel: str,
+        text: str,
+        *,
+        metadata: dict[str, Any] | None = None,
+        user: str = "U0SOMEONE",
+        bot_id: str | None = None,
+    ) -> Message:
+        """A message someone else (a person, another app) posts in the channel."""
+        with self._lock:
+            message = Message(
+                channel, self._next_ts(), text, [], [], metadata=metadata, user=user, bot_id=bot_id
+            )
+            self.messages[(channel, message.ts)] = message
+            self.version += 1
+            return message
 
     def ephemerals_for(self, user: str) -> list[str]:
         with self._lock:
@@ -327,7 +372,7 @@ class FakeSlack:
         params = {k: v for k, v in params.items() if k != "token"}
         with self._lock:
             failure = self._failure_for(method)
-        if failure is not None:
+        if failure is not None and failure.mode != "response_lost":
             return self._fail(method, params, failure)
         if token != self.token:
             return self._answer(method, params, {"ok": False, "error": "invalid_auth"})
@@ -338,6 +383,11 @@ class FakeSlack:
             result: dict[str, Any] = handler(params)
             if result.get("ok") and method in {"chat.postMessage", "chat.update"}:
                 self.version += 1
+        if failure is not None:  # response_lost: done, but the answer comes too late
+            with self._lock:
+                self.calls.append(Call(method, params, time.monotonic(), 200, failure.mode))
+            time.sleep(failure.delay)
+            return 200, {"Content-Type": "application/json"}, json.dumps(result)
         return self._answer(method, params, result)
 
     def _answer(
@@ -350,7 +400,13 @@ class FakeSlack:
     def _fail(
         self, method: str, params: dict[str, Any], failure: Failure
     ) -> tuple[int, dict[str, str], str]:
-        status = {"ratelimited": 429, "server_error": 500, "timeout": 0, "invalid_auth": 200}
+        status = {
+            "ratelimited": 429,
+            "server_error": 500,
+            "timeout": 0,
+            "invalid_auth": 200,
+            "missing_scope": 200,
+        }
         with self._lock:
             self.calls.append(
                 Call(method, params, time.monotonic(), status[failure.mode], failure.mode)
@@ -363,6 +419,15 @@ class FakeSlack:
         if failure.mode == "timeout":
             time.sleep(failure.delay)
             return 200, {"Content-Type": "application/json"}, json.dumps({"ok": False})
+        if failure.mode == "missing_scope":
+            needed = "channels:history,groups:history" if method.startswith("conv") else "unknown"
+            body = {
+                "ok": False,
+                "error": "missing_scope",
+                "needed": needed,
+                "provided": "chat:write",
+            }
+            return 200, {"Content-Type": "application/json"}, json.dumps(body)
         return (
             200,
             {"Content-Type": "application/json"},
@@ -377,7 +442,7 @@ class FakeSlack:
         return list(blocks)
 
     def _m_auth_test(self, params: dict[str, Any]) -> dict[str, Any]:
-        return {"ok": True, "team_id": self.team_id, "user_id": "U0BOT", "bot_id": "B0BOT"}
+        return {"ok": True, "team_id": self.team_id, "user_id": BOT_USER_ID, "bot_id": BOT_ID}
 
     def _m_chat_postMessage(self, params: dict[str, Any]) -> dict[str, Any]:
         channel = str(params.get("channel") or "")
@@ -385,10 +450,65 @@ class FakeSlack:
             return {"ok": False, "error": "channel_not_found"}
         if channel.startswith("#"):
             channel = "C" + hashlib.sha256(channel.encode()).hexdigest()[:10].upper()
+        metadata = params.get("metadata")
+        if isinstance(metadata, str):
+            metadata = json.loads(metadata) if metadata else None
+        if metadata is not None and (
+            not isinstance(metadata, dict)
+            or not isinstance(metadata.get("event_type"), str)
+            or not isinstance(metadata.get("event_payload"), dict)
+        ):
+            return {"ok": False, "error": "invalid_metadata_format"}
         ts = self._next_ts()
         text, blocks = str(params.get("text") or ""), self._blocks(params)
-        self.messages[(channel, ts)] = Message(channel, ts, text, blocks, [(text, blocks)])
+        self.messages[(channel, ts)] = Message(
+            channel, ts, text, blocks, [(text, blocks)], metadata=metadata
+        )
         return {"ok": True, "channel": channel, "ts": ts, "message": {"text": text}}
+
+    def _m_conversations_history(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Newest first, `oldest` < ts < `latest` (bounds included with `inclusive`), `limit`
+        per page (default 100, at most 999), `cursor` from response_metadata.next_cursor."""
+        channel = str(params.get("channel") or "")
+        if not channel:
+            return {"ok": False, "error": "channel_not_found"}
+        try:
+            oldest = float(params.get("oldest") or 0)
+            latest = float(params["latest"]) if params.get("latest") else float("inf")
+            limit = int(params.get("limit") or HISTORY_DEFAULT_LIMIT)
+            after = float(_decode_cursor(str(params["cursor"]))) if params.get("cursor") else None
+        except (TypeError, ValueError):  # binascii.Error is a ValueError
+            return {
+                "ok": False,
+                "error": "invalid_cursor" if params.get("cursor") else "invalid_arguments",
+            }
+        if limit < 1:
+            return {"ok": False, "error": "invalid_limit"}
+        limit = min(limit, HISTORY_MAX_LIMIT)
+        inclusive = _truthy(params.get("inclusive"))
+        with_metadata = _truthy(params.get("include_all_metadata"))
+
+        def within(ts: float) -> bool:
+            if inclusive:
+                return oldest <= ts <= latest
+            return oldest < ts < latest
+
+        found = sorted(
+            (m for m in self.messages.values() if m.channel == channel and within(float(m.ts))),
+            key=lambda m: float(m.ts),
+            reverse=True,
+        )
+        if after is not None:
+            found = [m for m in found if float(m.ts) < after]
+        page, more = found[:limit], len(found) > limit
+        result: dict[str, Any] = {
+            "ok": True,
+            "messages": [m.as_history(with_metadata=with_metadata) for m in page],
+            "has_more": more,
+            "pin_count": 0,
+            "response_metadata": {"next_cursor": _encode_cursor(page[-1].ts) if more else ""},
+        }
+        return result
 
     def _m_chat_update(self, params: dict[str, Any]) -> dict[str, Any]:
         message = self.messages.get((str(params.get("channel")), str(params.get("ts"))))
@@ -434,6 +554,21 @@ class FakeSlack:
             replies=f'<ul id="ephemerals">{replies}</ul>' if replies else "",
             version=version,
         )
+
+
+def _truthy(value: Any) -> bool:
+    return str(value).lower() in {"1", "true"}
+
+
+def _encode_cursor(ts: str) -> str:
+    return base64.urlsafe_b64encode(f"next_ts:{ts}".encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> str:
+    decoded = base64.urlsafe_b64decode(cursor.encode()).decode()
+    if not decoded.startswith("next_ts:"):
+        raise ValueError("invalid cursor")
+    return decoded.removeprefix("next_ts:")
 
 
 def _card(message: Message) -> str:
@@ -547,7 +682,9 @@ def _handler_for(fake: FakeSlack) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             url = urlparse(self.path)
-            if url.path == "/":
+            if url.path.startswith("/api/"):  # slack_sdk sends some methods as GET
+                self._api(url.path.removeprefix("/api/"), url.query, b"")
+            elif url.path == "/":
                 query = parse_qs(url.query)
                 user = (query.get("user") or [fake.ui_users[0]])[0]
                 self._send(200, {"Content-Type": "text/html; charset=utf-8"}, fake.page(user))

@@ -109,6 +109,36 @@ def test_slack_down_while_posting_is_posted_later_exactly_once(
     )
 
 
+def test_posts_whose_responses_are_lost_are_adopted_not_repeated(
+    local: LocalSlack, provider: Provider, service: EndpointService, figures: Figures
+) -> None:
+    """Slack posts, the answer never arrives (timeout): no idempotency key, so the message is
+    found again by its metadata in the channel history and adopted."""
+    local.fake.fail("response_lost", method="chat.postMessage", times=1000, delay=0.6)
+    ids, queue = escalate_some(local, provider, service, 3)
+    local.fake.clear_failures()
+    sweep(local.deps())
+    with queue.listening():
+        queue.drain(processor(local.deps()), 10)
+    messages = local.fake.channel_messages()
+    assert len(messages) == len(ids)
+    assert len(local.fake.calls_to("chat.postMessage")) == len(ids)  # none re-posted
+    for vpce in ids:
+        item = EscalationItem.get(vpce, consistent_read=True)
+        assert item.posted
+        assert item.slack_ts == next(m.ts for m in messages if vpce in m.text)
+    verdict = check_deployment(provider, [service.service_id])
+    verdict.assert_sound()
+    figures.record(
+        load=f"{len(ids)} escalations",
+        fault="chat.postMessage posts but its response is lost (client timeout)",
+        result=f"found by metadata in conversations.history and adopted: {len(messages)}"
+        f" messages; {tally(verdict)}",
+        verdict=verdict,
+        messages=len(messages),
+    )
+
+
 def test_429_with_short_retry_after_is_honoured(
     local: LocalSlack, provider: Provider, service: EndpointService, figures: Figures
 ) -> None:

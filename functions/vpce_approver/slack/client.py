@@ -7,6 +7,7 @@ Secrets and tokens never reach a log or an error message."""
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -50,6 +51,19 @@ class SlackError(Exception):
 
 class SlackConfigError(SlackError):
     """A missing or empty secret / setting: nothing can be sent until it is fixed."""
+
+
+def ambiguous(code: str) -> bool:
+    """A failure after the request may have reached Slack: the call may or may not have taken
+    effect (a timeout, a dropped connection, a 5xx). A Slack error code, a 429 or `unreachable`
+    (connection refused, DNS) means it did not."""
+    return code in {"timeout", "connection"} or code.startswith("http_5")
+
+
+def not_sent(exc: BaseException | None) -> bool:
+    """Errors raised before any byte of the request left: retrying cannot duplicate anything."""
+    reason = exc.reason if isinstance(exc, URLError) else None
+    return isinstance(reason, (ConnectionRefusedError, socket.gaierror))
 
 
 @dataclass(frozen=True)
@@ -113,6 +127,31 @@ class RetryAfterHandler(RateLimitErrorRetryHandler):
         state.increment_current_attempt()
 
 
+class NotSentRetryHandler(ConnectionErrorRetryHandler):
+    """Connection errors that prove the request was never sent (see `not_sent`)."""
+
+    def _can_retry(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
+        return not_sent(error)
+
+
+def post_retry_handlers(config: ClientConfig) -> list[RetryHandler]:
+    """For chat.postMessage, which has no idempotency key: retry only what cannot have posted
+    (429, a request never sent). A timeout or 5xx is left to the caller, which looks for the
+    message in the channel history before posting again (SlackPort)."""
+    interval = BackoffRetryIntervalCalculator(backoff_factor=config.backoff)
+    return [
+        NotSentRetryHandler(max_retry_count=config.max_retries, interval_calculator=interval),
+        RetryAfterHandler(max_retry_count=config.max_retries, max_wait=config.max_retry_after),
+    ]
+
+
 def retry_handlers(config: ClientConfig) -> list[RetryHandler]:
     interval = BackoffRetryIntervalCalculator(backoff_factor=config.backoff)
     return [
@@ -173,6 +212,26 @@ class Posted:
     ts: str
 
 
+@dataclass(frozen=True)
+class BotIdentity:
+    user_id: str
+    bot_id: str
+
+    def wrote(self, message: Any) -> bool:
+        """True when a conversations.history message was posted by this bot."""
+        if not isinstance(message, dict):
+            return False
+        if message.get("bot_id"):
+            return bool(self.bot_id) and message.get("bot_id") == self.bot_id
+        return bool(self.user_id) and message.get("user") == self.user_id
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    messages: list[dict[str, Any]]
+    next_cursor: str | None
+
+
 class SlackApi:
     """The Web API methods we call. Every failure (after retries) is a SlackError."""
 
@@ -186,8 +245,9 @@ class SlackApi:
         self._token = token
         self.base_url = base_url or DEFAULT_API_URL
         self.config = config or ClientConfig()
-        self._client: WebClient | None = None
+        self._clients: dict[bool, WebClient] = {}
         self._client_token: str | None = None
+        self._identity: BotIdentity | None = None
 
     @classmethod
     def from_settings(
@@ -195,22 +255,28 @@ class SlackApi:
     ) -> SlackApi:
         return cls(secrets.bot_token, base_url=settings.slack_api_url, config=config)
 
-    def client(self, *, refresh: bool = False) -> WebClient:
+    def client(self, *, refresh: bool = False, posting: bool = False) -> WebClient:
+        """The WebClient for the current token; `posting`: the one whose retries cannot
+        duplicate a message (post_retry_handlers)."""
         token = self._token(force=True) if refresh else self._token()
-        if self._client is None or token != self._client_token:
-            self._client = WebClient(
+        if token != self._client_token:
+            self._clients.clear()
+            self._identity = None
+            self._client_token = token
+        if posting not in self._clients:
+            handlers = post_retry_handlers if posting else retry_handlers
+            self._clients[posting] = WebClient(
                 token=token,
                 base_url=self.base_url,
                 timeout=cast(int, self.config.timeout),  # urllib takes float seconds
-                retry_handlers=retry_handlers(self.config),
+                retry_handlers=handlers(self.config),
             )
-            self._client_token = token
-        return self._client
+        return self._clients[posting]
 
-    def _call(self, method: str, call: Callable[[WebClient], Any]) -> Any:
+    def _call(self, method: str, call: Callable[[WebClient], Any], *, posting: bool = False) -> Any:
         for attempt in (1, 2):
             try:
-                return call(self.client(refresh=attempt == 2))
+                return call(self.client(refresh=attempt == 2, posting=posting))
             except SlackApiError as exc:
                 status = exc.response.status_code
                 data = exc.response.data
@@ -224,18 +290,60 @@ class SlackApi:
                     continue
                 raise SlackError(method, code) from exc
             except (TimeoutError, URLError, OSError) as exc:
+                if not_sent(exc):
+                    raise SlackError(method, "unreachable") from exc
                 timed_out = isinstance(exc, TimeoutError) or "timed out" in str(exc)
                 raise SlackError(method, "timeout" if timed_out else "connection") from exc
         raise SlackError(method, "invalid_auth")  # pragma: no cover - loop always returns/raises
 
-    def post_message(self, channel: str, text: str, blocks: Sequence[Any]) -> Posted:
+    def post_message(
+        self,
+        channel: str,
+        text: str,
+        blocks: Sequence[Any],
+        *,
+        metadata: dict[str, Any] | None = None,
+    ) -> Posted:
+        """chat.postMessage. Not retried on timeouts or 5xx (see post_retry_handlers): a
+        SlackError whose code is `ambiguous` may hide a message that was posted."""
         response = self._call(
             "chat.postMessage",
             lambda c: c.chat_postMessage(
-                channel=channel, text=text, blocks=blocks, unfurl_links=False
+                channel=channel, text=text, blocks=blocks, unfurl_links=False, metadata=metadata
             ),
+            posting=True,
         )
         return Posted(channel=str(response.get("channel") or channel), ts=str(response["ts"]))
+
+    def bot_identity(self) -> BotIdentity:
+        """Who we post as (auth.test), cached until the token changes."""
+        if self._identity is None:
+            response = self._call("auth.test", lambda c: c.auth_test())
+            self._identity = BotIdentity(
+                user_id=str(response.get("user_id") or ""), bot_id=str(response.get("bot_id") or "")
+            )
+        return self._identity
+
+    def history(
+        self, channel: str, *, oldest: str, limit: int, cursor: str | None = None
+    ) -> HistoryPage:
+        """One page of conversations.history (newest first) with message metadata. Needs
+        channels:history (groups:history for a private channel)."""
+        response = self._call(
+            "conversations.history",
+            lambda c: c.conversations_history(
+                channel=channel,
+                oldest=oldest,
+                limit=limit,
+                cursor=cursor,
+                include_all_metadata=True,
+            ),
+        )
+        messages = [m for m in response.get("messages") or () if isinstance(m, dict)]
+        meta = response.get("response_metadata") or {}
+        next_cursor = meta.get("next_cursor") if isinstance(meta, dict) else None
+        more = bool(response.get("has_more")) and bool(next_cursor)
+        return HistoryPage(messages=messages, next_cursor=str(next_cursor) if more else None)
 
     def update_message(self, channel: str, ts: str, text: str, blocks: Sequence[Any]) -> None:
         self._call(

@@ -31,6 +31,9 @@ APPROVE_REGISTER = "approve_register"
 REJECT = "reject"
 ACTIONS = (APPROVE, APPROVE_REGISTER, REJECT)
 OPEN_HEADER = "PrivateLink connection needs a decision"
+# Message metadata (chat.postMessage `metadata`): how a message we posted is found again in the
+# channel's history when its ts was never stored (a crash or a lost response after the post).
+EVENT_TYPE = "vpce_escalation"
 SETTLED_HEADER = "PrivateLink connection settled"
 
 OUTCOME_LINES = {
@@ -52,6 +55,21 @@ OUTCOME_LINES = {
 class Message:
     text: str  # the notification / fallback text
     blocks: list[dict[str, Any]]
+
+
+def escalation_metadata(vpc_endpoint_id: str) -> dict[str, Any]:
+    return {"event_type": EVENT_TYPE, "event_payload": {"vpc_endpoint_id": vpc_endpoint_id}}
+
+
+def names_endpoint(message: Any, vpc_endpoint_id: str) -> bool:
+    """True when a conversations.history message carries our metadata for this endpoint."""
+    if not isinstance(message, dict):
+        return False
+    metadata = message.get("metadata")
+    if not isinstance(metadata, dict) or metadata.get("event_type") != EVENT_TYPE:
+        return False
+    payload = metadata.get("event_payload")
+    return isinstance(payload, dict) and payload.get("vpc_endpoint_id") == vpc_endpoint_id
 
 
 def escape(text: str) -> str:
