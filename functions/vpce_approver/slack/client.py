@@ -1,5 +1,6 @@
 """The Slack Web API, as vpce-approver uses it: slack_sdk's WebClient with retries on 5xx, timeouts
-and 429 (honouring Retry-After), a bot token read from Secrets Manager through Powertools
+and 429 (honouring Retry-After; chat.postMessage only on 429 and requests never sent, since a
+repeated post is a second message), a bot token read from Secrets Manager through Powertools
 Parameters (cached for minutes, refreshed on invalid_auth), and one error type for callers.
 
 Secrets and tokens never reach a log or an error message."""
