@@ -138,6 +138,11 @@ def test_dynamodb_actions_only_on_this_stacks_tables(
         for logical_id, _ in resources_of(transformed, "AWS::DynamoDB::Table")
     }
     allowed = table_arns | {f"{arn}/index/*" for arn in table_arns}
+    allowed |= {  # a named index of the table (least privilege names the one it queries)
+        f"{res.get_att(logical_id, 'Arn')}/index/{index['IndexName']}"
+        for logical_id, table in resources_of(transformed, "AWS::DynamoDB::Table")
+        for index in table.get("GlobalSecondaryIndexes") or []
+    }
     allowed |= {f"{arn}/stream/*" for arn in table_arns} | {
         res.get_att(i, "StreamArn") for i, _ in resources_of(transformed, "AWS::DynamoDB::Table")
     }
