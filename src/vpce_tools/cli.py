@@ -7,10 +7,11 @@ Works against real AWS (standard credentials, profile and region) and against th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 # Command modules, in help order.
 COMMANDS = (
@@ -51,19 +52,35 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+@contextlib.contextmanager
+def environ(values: Mapping[str, str]) -> Iterator[None]:
+    """os.environ with `values` set for the block, restored after it: the global options reach
+    boto3/pynamodb through the environment, and an in-process caller (tests, `invoke`) must not
+    keep them."""
+    saved = dict(os.environ)
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    values: dict[str, str] = {}
     if args.endpoint_url:
-        os.environ["AWS_ENDPOINT_URL"] = args.endpoint_url
+        values["AWS_ENDPOINT_URL"] = args.endpoint_url
     if args.region:
-        os.environ["AWS_REGION"] = os.environ["AWS_DEFAULT_REGION"] = args.region
-    try:
-        return int(args.run(args) or 0)
-    except UsageError as exc:
-        print(f"vpce-approver: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+        values["AWS_REGION"] = values["AWS_DEFAULT_REGION"] = args.region
+    with environ(values):
+        try:
+            return int(args.run(args) or 0)
+        except UsageError as exc:
+            print(f"vpce-approver: error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            return 130
 
 
 if __name__ == "__main__":

@@ -85,3 +85,33 @@ def test_every_command_through_endpoint_url(
     assert verdicts["managed"] == "ok"
     assert cli("services", "remove", svc.service_id)[0] == 0
     assert cli("services", "list", "--format", "json")[1].strip() == "[]"
+
+
+def test_global_options_do_not_outlive_the_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--endpoint-url`/`--region` reach boto3 through the environment for the command only: an
+    in-process caller (tests, `invoke`) must not be left pointing at that endpoint."""
+    import os
+
+    from vpce_tools import cli
+
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    seen: dict[str, str | None] = {}
+
+    def spy(args: object) -> int:
+        seen["url"] = os.environ.get("AWS_ENDPOINT_URL")
+        seen["region"] = os.environ.get("AWS_REGION")
+        return 0
+
+    parser = cli.parser()
+    monkeypatch.setattr(cli, "parser", lambda: parser)
+    parser.set_defaults(run=spy)
+    for action in parser._subparsers._group_actions:  # type: ignore[union-attr]
+        for sub in action.choices.values():
+            sub.set_defaults(run=spy)
+    assert (
+        cli.main(["--endpoint-url", "http://127.0.0.1:9", "--region", "eu-west-1", "pending"]) == 0
+    )
+    assert seen == {"url": "http://127.0.0.1:9", "region": "eu-west-1"}
+    assert "AWS_ENDPOINT_URL" not in os.environ
+    assert os.environ["AWS_REGION"] == "us-east-1"

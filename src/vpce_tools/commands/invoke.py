@@ -23,12 +23,13 @@ import sys
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .. import template as cfn_template
+from ..cli import environ
 from ..intrinsics import ResolveError, Resolver
 
 FUNCTION_TYPES = ("AWS::Serverless::Function",)
@@ -162,17 +163,6 @@ def lambda_environment(
     return env
 
 
-@contextlib.contextmanager
-def patched_environ(values: Mapping[str, str]) -> Iterator[None]:
-    saved = dict(os.environ)
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-
-
 def load_handler(spec: FunctionSpec) -> Callable[[Any, Any], Any]:
     module_name, _, attribute = spec.handler.rpartition(".")
     code_root = str(spec.code_uri)
@@ -189,11 +179,19 @@ def load_handler(spec: FunctionSpec) -> Callable[[Any, Any], Any]:
 
 
 def reset_containers() -> None:
-    """Forget what a previous invocation cached per container (clients, table bindings)."""
+    """Forget what a previous invocation cached per container: clients, table bindings, the
+    Slack handlers' services and the sweep cursor's connection."""
+    from pynamodb.models import Model
+
     from vpce_approver import runtime, tables
+    from vpce_approver.handlers import slack_interactivity, slack_worker
+    from vpce_approver.sweep import CursorItem
 
     runtime.default_deps.cache_clear()
-    for model in tables.ALL_MODELS:
+    slack_interactivity.default_services.cache_clear()
+    slack_worker.default_services.cache_clear()
+    models: tuple[type[Model], ...] = (*tables.ALL_MODELS, CursorItem)
+    for model in models:
         model._connection = None
 
 
@@ -207,7 +205,7 @@ def invoke(spec: FunctionSpec, event: Any, *, overrides: Mapping[str, str] | Non
         ),
         timeout=spec.timeout,
     )
-    with patched_environ(lambda_environment(spec, overrides)):
+    with environ(lambda_environment(spec, overrides)):
         reset_containers()
         try:
             return load_handler(spec)(event, context)
