@@ -113,7 +113,11 @@ def serve(port: int, out: TextIO) -> int:
         local = start(port)
         try:
             banner(local, out)
-            threading.Event().wait()
+            # Wake up regularly: a signal delivered to one of the server threads would never
+            # interrupt an untimed wait here, and Ctrl-C must always stop the process.
+            forever = threading.Event()
+            while not forever.wait(0.2):
+                pass
         except KeyboardInterrupt:
             print("\nstopping", file=out)
         finally:
