@@ -8,31 +8,15 @@ from pathlib import Path
 
 import pytest
 import yaml
+from cli_runner import Cli, cli_fixture  # noqa: F401 - provides the `cli` fixture
 
 from conftest import CONSUMER, OTHER, THIRD
 from vpce_approver.tables import AuditItem, RegistryItem
-from vpce_tools.cli import main
 from vpce_tools.emulator.world import Consumer, EndpointService, Provider
 from vpce_tools.stack import LocalDeployment
 from vpce_tools.stream_poller import registry_poller
 
 SVC = "vpce-svc-0123456789abcdef0"
-
-
-class Cli:
-    def __init__(self, capsys: pytest.CaptureFixture[str]) -> None:
-        self.capsys = capsys
-
-    def __call__(self, *argv: str) -> tuple[int, str, str]:
-        self.capsys.readouterr()
-        code = main(list(argv))
-        out, err = self.capsys.readouterr()
-        return code, out, err
-
-
-@pytest.fixture
-def cli(deployment: LocalDeployment, capsys: pytest.CaptureFixture[str]) -> Cli:
-    return Cli(capsys)
 
 
 def stored() -> dict[tuple[str, str], RegistryItem]:

@@ -6,29 +6,13 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+from cli_runner import Cli, cli_fixture  # noqa: F401 - provides the `cli` fixture
 
 from conftest import CONSUMER, OTHER, THIRD, grant
 from vpce_approver.model import GrantStatus
 from vpce_approver.tables import RegistryItem
-from vpce_tools.cli import main
 from vpce_tools.emulator.world import Consumer, EndpointService, Provider
 from vpce_tools.stack import LocalDeployment
-
-
-class Cli:
-    def __init__(self, capsys: pytest.CaptureFixture[str]) -> None:
-        self.capsys = capsys
-
-    def __call__(self, *argv: str) -> tuple[int, str, str]:
-        self.capsys.readouterr()
-        code = main(list(argv))
-        out, err = self.capsys.readouterr()
-        return code, out, err
-
-
-@pytest.fixture
-def cli(deployment: LocalDeployment, capsys: pytest.CaptureFixture[str]) -> Cli:
-    return Cli(capsys)
 
 
 def notifications(provider: Provider, service_id: str) -> list[dict[str, object]]:
