@@ -10,8 +10,11 @@ duplicated records therefore converge to the same state, and a replay changes no
 Per affected service (the grant's service, or every managed service for a `*` grant):
 1. allowed principals: the consumer's principals that its deciding grant (deny wins, then the
    service's own grant, then the `*` grant; live allow only) names are added; the other principals
-   of that consumer that any version of its grants named are removed. So a principal is removed
-   only when no live grant still needs it. `*` is touched only with ALLOW_WILDCARD_PRINCIPAL.
+   of that consumer that any version of its grants named are removed, but only when this
+   deployment added them (ownership.py) and no live grant still needs them: the provider's own
+   entries are never touched. `*` is touched only with ALLOW_WILDCARD_PRINCIPAL.
+   `wanted_principals()` is the one rule for "which principals should this service have"; the
+   sweep (sweep/principals.py) applies the same rule to the whole service.
 2. converge(service, consumers=[consumer], trigger="registry"): its pendingAcceptance connections
    get the decision the registry now gives (a new allow grant accepts them).
 3. revocation: when the consumer had access before the change and has none after it, and the
@@ -34,6 +37,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from . import ownership
 from . import validation as v
 from .audit import AuditRecord
 from .converge import Deps, converge, follow
@@ -56,6 +60,9 @@ TTL_PRINCIPAL_ID = "dynamodb.amazonaws.com"
 # change still counts as existing at the time of the change.
 REVOKE_SKEW = timedelta(seconds=1)
 LIVE = ("pending", "available")
+# Principals per `principals-added`/`-removed` audit record: a record names what changed, never the
+# whole allow-list, and a large change is split, so every item stays a few KB (DynamoDB: 400 KB).
+PRINCIPALS_PER_RECORD = 50
 AUDIT_KEYS = (
     "status",
     "principals",
@@ -145,6 +152,71 @@ def allowing_grant(
     if now is not None and grant.expired(now):
         return None
     return grant
+
+
+def wanted_principals(
+    service_id: str,
+    grants: Mapping[tuple[str, str], Grant | None],
+    now: datetime,
+    *,
+    allow_wildcard: bool,
+) -> set[str]:
+    """Which principals the service's allow-list needs for these grants: those of every
+    consumer's deciding grant (`allowing_grant`: live allow only, deny wins). `*` only when the
+    deployment allows it. The stream path passes one consumer's grants, the sweep and an
+    enrollment the whole service's (its partition and the `*` partition)."""
+    wanted: set[str] = set()
+    for consumer in sorted({c for _, c in grants}):
+        grant = allowing_grant(service_id, consumer, grants, now)
+        if grant is not None:
+            wanted.update(grant.principals)
+    if not allow_wildcard:
+        wanted.discard(WILDCARD_PRINCIPAL)
+    return wanted
+
+
+def principal_records(
+    service_id: str,
+    *,
+    subject: str,
+    actor: str,
+    trigger: str,
+    at: datetime,
+    added: Iterable[str] = (),
+    removed: Iterable[str] = (),
+    shadow: bool = False,
+    consumer: str | None = None,
+) -> list[AuditRecord]:
+    """Audit records of an allow-list change: what changed (at most PRINCIPALS_PER_RECORD
+    principals a record), never the list before and after."""
+    records = []
+    for action, key, principals in (
+        ("principals-added", "added", sorted(set(added))),
+        ("principals-removed", "removed", sorted(set(removed))),
+    ):
+        parts = range(0, len(principals), PRINCIPALS_PER_RECORD)
+        for number, start in enumerate(parts, 1):
+            chunk = principals[start : start + PRINCIPALS_PER_RECORD]
+            part = (
+                f" (part {number} of {len(parts)}, {len(principals)} in all)"
+                if len(parts) > 1
+                else ""
+            )
+            records.append(
+                AuditRecord(
+                    subject=subject,
+                    action=f"would-{action}" if shadow else action,
+                    actor=actor,
+                    at=at,
+                    reason=f"{service_id}: {len(chunk)} {key}{part}",
+                    trigger=trigger,
+                    outcome="shadow" if shadow else "done",
+                    service_id=service_id,
+                    consumer=consumer,
+                    new={key: chunk},
+                )
+            )
+    return records
 
 
 def plain(image: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -261,25 +333,43 @@ def _current(service_id: str, consumer: str, deps: Deps) -> dict[tuple[str, str]
     return out
 
 
-def _partition(service_id: str, deps: Deps) -> dict[tuple[str, str], Grant | None]:
+def _partition(
+    service_id: str, deps: Deps, malformed: set[str] | None = None
+) -> dict[tuple[str, str], Grant | None]:
+    """The partition's grants (consistent). A malformed item counts as no grant; its consumer
+    is added to `malformed` when given."""
     out: dict[tuple[str, str], Grant | None] = {}
     for item in query_items(service_id, consistent_read=True):
-        if item.consumer == SERVICE_MARKER or isinstance(item, Undecodable):
+        if item.consumer == SERVICE_MARKER:
             continue
-        grant, _ = _parse(item.attribute_values, deps)
+        if isinstance(item, Undecodable):
+            if malformed is not None:
+                malformed.add(str(item.consumer))
+            continue
+        grant, error = _parse(item.attribute_values, deps)
+        if error is not None and malformed is not None:
+            malformed.add(str(item.consumer))
         out[(str(item.service_id), str(item.consumer))] = grant
     return out
 
 
+def service_grants(
+    service_id: str, deps: Deps
+) -> tuple[dict[tuple[str, str], Grant | None], set[str]]:
+    """Every grant that can decide on the service (its partition and the `*` partition, read
+    consistently) and the consumers with a malformed item in either."""
+    malformed: set[str] = set()
+    grants = {
+        **_partition(service_id, deps, malformed),
+        **_partition(WILDCARD_SERVICE, deps, malformed),
+    }
+    return grants, malformed
+
+
 def _wildcard_needed(service_id: str, deps: Deps, now: datetime) -> bool:
     """Whether any consumer's deciding grant on the service names the `*` principal."""
-    grants = {**_partition(service_id, deps), **_partition(WILDCARD_SERVICE, deps)}
-    consumers = {c for _, c in grants}
-    return any(
-        (g := allowing_grant(service_id, c, grants, now)) is not None
-        and WILDCARD_PRINCIPAL in g.principals
-        for c in consumers
-    )
+    grants, _ = service_grants(service_id, deps)
+    return WILDCARD_PRINCIPAL in wanted_principals(service_id, grants, now, allow_wildcard=True)
 
 
 def affected_services(service_id: str, deps: Deps) -> list[str]:
@@ -301,42 +391,48 @@ def _sync_principals(
     deps: Deps,
     effect: ServiceEffect,
 ) -> None:
+    """Add what `add` names and the list lacks (claimed first: ownership.py); remove what
+    `remove` names only when this deployment added it (the provider's own entries stay)."""
     if not add and not remove:
         return
     current = deps.ec2.allowed_principals(service_id)
-    to_add, to_remove = sorted(add - current), sorted(remove & current)
+    to_add = sorted(add - current)
+    unneeded = remove & current
+    to_remove = sorted(ownership.owned(service_id, unneeded)) if unneeded else []
+    shadow = deps.settings.shadow_mode
+    now = deps.clock()
+    if not shadow:
+        # A claim without its principal (a crash after the claim, or a removal by hand that a
+        # grant change then made unneeded) is stale: forget it, or a principal the provider
+        # adds by hand later would be taken for ours.
+        stale = remove - current - add
+        if stale:
+            ownership.release(service_id, stale)
     if not to_add and not to_remove:
         return
-    shadow = deps.settings.shadow_mode
     if not shadow:
+        ownership.claim(service_id, to_add, by=change.actor, now=now)
         deps.ec2.modify_principals(service_id, add=to_add, remove=to_remove)
+        ownership.release(service_id, to_remove)
     effect.added, effect.removed, effect.shadow = tuple(to_add), tuple(to_remove), shadow
-    now = deps.clock()
     subject = (
         f"service#{service_id}"
         if change.enrollment
         else f"grant#{change.service_id}#{change.consumer}"
     )
-    records = []
-    for action, principals in (("principals-added", to_add), ("principals-removed", to_remove)):
-        if not principals:
-            continue
-        records.append(
-            AuditRecord(
-                subject=subject,
-                action=f"would-{action}" if shadow else action,
-                actor=change.actor,
-                at=now,
-                reason=f"{service_id}: {', '.join(principals)}",
-                trigger="registry",
-                outcome="shadow" if shadow else "done",
-                service_id=service_id,
-                consumer=None if change.enrollment else change.consumer,
-                old={"principals": sorted(current)},
-                new={"principals": sorted((current | set(to_add)) - set(to_remove))},
-            )
+    deps.audit.write(
+        principal_records(
+            service_id,
+            subject=subject,
+            actor=change.actor,
+            trigger="registry",
+            at=now,
+            added=to_add,
+            removed=to_remove,
+            shadow=shadow,
+            consumer=None if change.enrollment else change.consumer,
         )
-    deps.audit.write(records)
+    )
     deps.metrics.add_metric("PrincipalsAdded", "Count", len(to_add))
     deps.metrics.add_metric("PrincipalsRemoved", "Count", len(to_remove))
     log.info(
@@ -431,9 +527,10 @@ def _apply_on_service(
     current = _current(service_id, consumer, deps)
     after = allowing_grant(service_id, consumer, current, now)
     names = candidates | {p for g in current.values() if g is not None for p in g.principals}
-    if not deps.settings.allow_wildcard_principal:
+    allow_wildcard = deps.settings.allow_wildcard_principal
+    if not allow_wildcard:
         names.discard(WILDCARD_PRINCIPAL)
-    desired = set(after.principals) if after is not None else set()
+    desired = wanted_principals(service_id, current, now, allow_wildcard=allow_wildcard)
     wildcard_open = WILDCARD_PRINCIPAL in names and WILDCARD_PRINCIPAL not in desired
     if wildcard_open and _wildcard_needed(service_id, deps, now):
         desired.add(WILDCARD_PRINCIPAL)  # another consumer's grant still needs it
@@ -579,14 +676,10 @@ def sync_service(
     removes), then converge all its waiting connections."""
     effect = ServiceEffect(service_id)
     now = deps.clock()
-    grants = {**_partition(service_id, deps), **_partition(WILDCARD_SERVICE, deps)}
-    wanted: set[str] = set()
-    for consumer in sorted({c for _, c in grants}):
-        grant = allowing_grant(service_id, consumer, grants, now)
-        if grant is not None:
-            wanted.update(grant.principals)
-    if not deps.settings.allow_wildcard_principal:
-        wanted.discard(WILDCARD_PRINCIPAL)
+    grants, _ = service_grants(service_id, deps)
+    wanted = wanted_principals(
+        service_id, grants, now, allow_wildcard=deps.settings.allow_wildcard_principal
+    )
     marker = change or Change(
         event_id=f"sync#{service_id}#{iso(now)}",
         event="MODIFY",

@@ -7,6 +7,8 @@ Notifications can be lost, Slack can be down, a Lambda can time out mid-batch. E
 2. for every managed service (`Registry.managed_services()`, sorted; resuming at the cursor):
    - ensure (like a controller): `AcceptanceRequired` is on and the service's connection
      notification to the deployment's topic is in place; fix either and report the fix;
+   - allowed principals: add what live allow grants need, remove what this deployment added and
+     no live grant needs, never touch the provider's own entries (principals.py, ownership.py);
    - page through the service's pendingAcceptance/pending/available connections, 1,000 a page,
      `CHUNK_PAGES` pages per chunk; each chunk's pending connections go to one `converge()` (one
      registry read for the chunk's consumers, Accept/Reject with up to 1,000 IDs per call: a chunk
@@ -23,8 +25,8 @@ Dry run (the CLI's `--dry-run`) and SHADOW_MODE act on nothing: converge records
 ensure reports what it would fix, escalations are counted, not posted; a dry run ignores the cursor.
 
 Modules: report.py (what a run reports), cursor.py (deadline, resume point), ensure.py (acceptance,
-tag, notification), escalations.py (post/refresh/close), drift.py (live connections without a
-live allow grant), run.py (the run itself).
+tag, notification), principals.py (allow-list reconcile), escalations.py (post/refresh/close),
+drift.py (live connections without a live allow grant), run.py (the run itself).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from .cursor import CURSOR_KEY, CursorItem, CursorStore, Deadline
 from .drift import find_drift, reject_drift
 from .ensure import CONNECTION_EVENTS, MANAGED_TAG_KEY, ensure_service
 from .escalations import maintain_escalations
+from .principals import AllowListDrift, inspect, reconcile_principals
 from .report import (
     Cursor,
     DriftItem,
@@ -52,6 +55,7 @@ __all__ = [
     "DEFAULT_MARGIN_MS",
     "MANAGED_TAG_KEY",
     "SWEEP_STATES",
+    "AllowListDrift",
     "Cursor",
     "CursorItem",
     "CursorStore",
@@ -65,7 +69,9 @@ __all__ = [
     "SweepReport",
     "ensure_service",
     "find_drift",
+    "inspect",
     "maintain_escalations",
+    "reconcile_principals",
     "reject_drift",
     "sweep",
     "sweep_service",

@@ -6,7 +6,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from .principals import AllowListDrift
 
 Progress = Callable[[str], None]
 
@@ -67,6 +70,7 @@ class ServiceSweep:
     pending: int = 0
     results: dict[str, int] = field(default_factory=dict)  # "accept:done" -> n, as converge
     drift: list[DriftItem] = field(default_factory=list)
+    allow_list: AllowListDrift | None = None  # allowed principals against the registry
     complete: bool = False
     error: str | None = None
 
@@ -85,6 +89,8 @@ class ServiceSweep:
             **dict(sorted(self.results.items())),
             "drift": len(self.drift),
         }
+        if self.allow_list is not None:
+            out["allow_list"] = self.allow_list.summary()
         if self.fixes:
             out["fixes"] = list(self.fixes)
         if self.warnings:
@@ -120,6 +126,9 @@ class SweepReport:
     @property
     def errors(self) -> dict[str, str]:
         out = {s.service_id: s.error for s in self.services if s.error}
+        for s in self.services:
+            if s.allow_list is not None and s.allow_list.outcome.startswith("failed:"):
+                out[f"{s.service_id} allowed principals"] = s.allow_list.outcome
         if self.escalations.error:
             out["escalations"] = self.escalations.error
         return out
@@ -127,6 +136,10 @@ class SweepReport:
     @property
     def drift(self) -> list[DriftItem]:
         return [d for s in self.services for d in s.drift]
+
+    @property
+    def allow_lists(self) -> list[AllowListDrift]:
+        return [s.allow_list for s in self.services if s.allow_list is not None]
 
     def total(self, key: str) -> int:
         return sum(s.results.get(key, 0) for s in self.services)
@@ -147,6 +160,8 @@ class SweepReport:
             "shadow": sum(v for s in self.services for k, v in s.results.items() if "shadow" in k),
             "drift": len(self.drift),
             "drift_rejected": sum(1 for d in self.drift if d.outcome == "rejected"),
+            "principals_missing": sum(len(a.missing) for a in self.allow_lists),
+            "principals_extra": sum(len(a.extra) for a in self.allow_lists),
             "fixes": [f"{s.service_id}: {f}" for s in self.services for f in s.fixes],
             "warnings": [f"{s.service_id}: {w}" for s in self.services for w in s.warnings],
             "escalations": dataclasses.asdict(esc),

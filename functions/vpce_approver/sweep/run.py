@@ -17,6 +17,7 @@ from .cursor import CursorStore, Deadline, _rotation
 from .drift import find_drift, reject_drift
 from .ensure import ensure_service
 from .escalations import maintain_escalations
+from .principals import reconcile_or_report
 from .report import Cursor, DriftReporter, DriftSummary, Progress, ServiceSweep, SweepReport
 
 log = logging.getLogger("vpce_approver.sweep")
@@ -83,6 +84,7 @@ def sweep_service(
     service_id = str(enrollment.service_id)
     result = ServiceSweep(service_id)
     ensure_service(enrollment, deps, act=act, result=result)
+    result.allow_list = reconcile_or_report(service_id, deps, act=act)
     for fix in result.fixes:
         log.warning("sweep fixed %s: %s", service_id, fix)
     for warning in result.warnings:
@@ -195,6 +197,9 @@ def _one_line(result: ServiceSweep) -> str:
     if result.drift:
         parts.append(f"drift={len(result.drift)}")
     parts += result.fixes
+    if result.allow_list is not None and result.allow_list.drifted:
+        drift = result.allow_list
+        parts.append(f"principals +{len(drift.missing)} -{len(drift.extra)} ({drift.outcome})")
     if not result.complete:
         parts.append("cut off")
     return ", ".join(parts)
