@@ -3,6 +3,7 @@ provider's side, as checks with a verdict each (ok / warn / fail). Exit code 1 w
 fails.
 
 Service checks: available, acceptance required, managed by this deployment (enrollment + tag),
+allowed principals against the registry (missing / extra: the sweep's allow-list drift),
 connection notification in place, private DNS name verified, published AZs, NLB cross-zone load
 balancing, target group health. For an endpoint, also: the consumer on the allowed principals,
 the connection's state, and the decision the registry gives it."""
@@ -18,6 +19,7 @@ from botocore.exceptions import ClientError
 
 from vpce_approver.converge import Deps, preview
 from vpce_approver.model import Action, Connection, norm_state
+from vpce_approver.sweep.principals import inspect as allow_list_drift
 
 from . import _support as s
 from .services import CONNECTION_EVENTS, describe_service, service_id_arg
@@ -81,6 +83,35 @@ def check_managed(config: dict[str, Any], deps: Deps, stack: str) -> Check:
         f"not enrolled in stack {stack}'s registry: nothing is decided"
         f" (vpce-approver services add {service_id})",
     )
+
+
+def check_allow_list(service_id: str, deps: Deps) -> list[Check]:
+    """The allowed principals against the registry, as the sweep reconciles them (a managed
+    service only: an unmanaged one's list is the provider's alone)."""
+    if not deps.registry.is_managed(service_id):
+        return []
+    drift = allow_list_drift(service_id, deps)
+    name = "allowed principals"
+
+    def some(principals: tuple[str, ...]) -> str:
+        more = f" (+{len(principals) - 5} more)" if len(principals) > 5 else ""
+        return ", ".join(principals[:5]) + more
+
+    problems = []
+    if drift.missing:
+        problems.append(f"missing {len(drift.missing)} a live grant needs: {some(drift.missing)}")
+    if drift.extra:
+        problems.append(
+            f"extra {len(drift.extra)} this deployment added and no live grant needs:"
+            f" {some(drift.extra)}"
+        )
+    kept = f"; {drift.foreign} not added by this deployment (left alone)" if drift.foreign else ""
+    if drift.held:
+        kept += f"; kept for a malformed registry item: {some(drift.held)}"
+    if problems:
+        detail = "; ".join(problems) + f" (the next sweep fixes it){kept}"
+        return [Check(name, WARN, detail)]
+    return [Check(name, OK, f"{drift.listed} listed, as the registry needs{kept}")]
 
 
 def check_notification(ec2: Any, service_id: str, topic: str | None) -> Check:
@@ -269,6 +300,7 @@ def diagnose(target: str, args: argparse.Namespace) -> tuple[list[Check], str]:
     checks += _guard("acceptance required", lambda: check_acceptance(config))
     checks += _guard("managed", lambda: check_managed(config, deps, args.stack))
     checks += _guard("connection notification", lambda: check_notification(ec2, service_id, topic))
+    checks += _guard("allowed principals", lambda: check_allow_list(service_id, deps))
     checks += _guard("private DNS name", lambda: check_private_dns(config))
     checks += _guard("availability zones", lambda: check_azs(config))
     checks += _guard("load balancer", lambda: check_load_balancers(elbv2, config))

@@ -1,10 +1,10 @@
 """`vpce-approver sweep [--dry-run]`: run the scheduled sweep now, from the CLI, with progress.
 
 The same routine as the SweepFunction (vpce_approver.sweep): ensure each managed service's
-acceptance_required and connection notification, converge every pending connection, report drift,
-post/refresh/close escalations. `--dry-run` is shadow mode: it decides and reports, and acts on
-nothing (no Accept/Reject, no fix, no Slack; "would-…" audit records only). The CLI has no deadline
-and ignores the Lambda's resume cursor.
+acceptance_required and connection notification, reconcile its allowed principals, converge every
+pending connection, report drift, post/refresh/close escalations. `--dry-run` is shadow mode: it
+decides and reports, and acts on nothing (no Accept/Reject, no allow-list change, no fix, no Slack;
+"would-…" audit records only). The CLI has no deadline and ignores the Lambda's resume cursor.
 
 Also `demo_lost_notification()`, the `make demo` step showing a lost notification recovered."""
 
@@ -113,6 +113,14 @@ def print_summary(report: SweepReport, out: Any = None) -> None:
             f" {item.state}: {item.reason} -> {item.outcome}",
             file=out,
         )
+    for allow in report.allow_lists:
+        if allow.drifted or allow.outcome.startswith("failed:"):
+            print(
+                f"allowed principals of {allow.service_id}: missing {len(allow.missing)}"
+                f" {list(allow.missing[:5])}, extra {len(allow.extra)} {list(allow.extra[:5])}"
+                f" -> {allow.outcome}",
+                file=out,
+            )
     esc = report.escalations
     if report.dry_run:
         print(
