@@ -214,9 +214,7 @@ def test_a_malformed_item_keeps_the_principals_it_may_need(
     put(deps, grant(closed.service_id))
     stream.drain()
     # The grant is overwritten around the CLI with a wrongly typed field (no stream processed).
-    RegistryItem(
-        closed.service_id, CONSUMER, status="allow-ish", principals=[ROOT]
-    ).save()
+    RegistryItem(closed.service_id, CONSUMER, status="allow-ish", principals=[ROOT]).save()
     report = sweep(deps)
     assert principals(provider, closed.service_id) == {ROOT}
     allow = report.allow_lists[0]
