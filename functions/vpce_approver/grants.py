@@ -333,42 +333,25 @@ def _current(service_id: str, consumer: str, deps: Deps) -> dict[tuple[str, str]
     return out
 
 
-def _partition(
-    service_id: str, deps: Deps, malformed: set[str] | None = None
-) -> dict[tuple[str, str], Grant | None]:
-    """The partition's grants (consistent). A malformed item counts as no grant; its consumer
-    is added to `malformed` when given."""
+def _partition(service_id: str, deps: Deps) -> dict[tuple[str, str], Grant | None]:
     out: dict[tuple[str, str], Grant | None] = {}
     for item in query_items(service_id, consistent_read=True):
-        if item.consumer == SERVICE_MARKER:
+        if item.consumer == SERVICE_MARKER or isinstance(item, Undecodable):
             continue
-        if isinstance(item, Undecodable):
-            if malformed is not None:
-                malformed.add(str(item.consumer))
-            continue
-        grant, error = _parse(item.attribute_values, deps)
-        if error is not None and malformed is not None:
-            malformed.add(str(item.consumer))
+        grant, _ = _parse(item.attribute_values, deps)
         out[(str(item.service_id), str(item.consumer))] = grant
     return out
 
 
-def service_grants(
-    service_id: str, deps: Deps
-) -> tuple[dict[tuple[str, str], Grant | None], set[str]]:
-    """Every grant that can decide on the service (its partition and the `*` partition, read
-    consistently) and the consumers with a malformed item in either."""
-    malformed: set[str] = set()
-    grants = {
-        **_partition(service_id, deps, malformed),
-        **_partition(WILDCARD_SERVICE, deps, malformed),
-    }
-    return grants, malformed
+def service_grants(service_id: str, deps: Deps) -> dict[tuple[str, str], Grant | None]:
+    """Every grant that can decide on the service: its partition and the `*` partition, read
+    consistently. A malformed item counts as no grant (it is never an allow)."""
+    return {**_partition(service_id, deps), **_partition(WILDCARD_SERVICE, deps)}
 
 
 def _wildcard_needed(service_id: str, deps: Deps, now: datetime) -> bool:
     """Whether any consumer's deciding grant on the service names the `*` principal."""
-    grants, _ = service_grants(service_id, deps)
+    grants = service_grants(service_id, deps)
     return WILDCARD_PRINCIPAL in wanted_principals(service_id, grants, now, allow_wildcard=True)
 
 
@@ -676,7 +659,7 @@ def sync_service(
     removes), then converge all its waiting connections."""
     effect = ServiceEffect(service_id)
     now = deps.clock()
-    grants, _ = service_grants(service_id, deps)
+    grants = service_grants(service_id, deps)
     wanted = wanted_principals(
         service_id, grants, now, allow_wildcard=deps.settings.allow_wildcard_principal
     )

@@ -8,9 +8,11 @@ The rule is the stream path's (`grants.wanted_principals`) applied to the whole 
   included; the `*` principal only with ALLOW_WILDCARD_PRINCIPAL) that is not on the list: added;
 - extra: a principal on the list that no live grant needs *and* that this deployment added
   (ownership.py): removed. Entries this deployment did not add (the provider's own) are never
-  touched; they are only counted (`foreign`);
-- held: an extra whose consumer has a malformed registry item (or the `*` principal, while any
-  item is malformed) is kept and reported: bad data changes nothing.
+  touched; they are only counted (`foreign`).
+
+A malformed registry item is no grant (as on the stream path and in every decision): it adds
+nothing, and a principal this deployment added only for it is removed. That only ever narrows who
+may *request* a connection; removing a principal disconnects nobody.
 
 Shadow mode and a dry run report the would-be changes (`would-principals-…` audit records) and
 change nothing. Removing a principal disconnects nobody: revocation stays the drift check's.
@@ -24,8 +26,7 @@ from typing import Any
 
 from .. import ownership
 from ..converge import Deps
-from ..grants import WILDCARD_PRINCIPAL, principal_records, service_grants, wanted_principals
-from ..validation import principal_account
+from ..grants import principal_records, service_grants, wanted_principals
 
 log = logging.getLogger("vpce_approver.sweep")
 
@@ -39,7 +40,6 @@ class AllowListDrift:
     service_id: str
     missing: tuple[str, ...] = ()  # a live grant needs them, not on the list
     extra: tuple[str, ...] = ()  # added by this deployment, no live grant needs them
-    held: tuple[str, ...] = ()  # extra, but a malformed registry item may need them: kept
     foreign: int = 0  # not needed, not added by this deployment: left alone
     listed: int = 0
     outcome: str = "in-sync"  # in-sync | fixed | would-fix | failed:<error>
@@ -59,8 +59,6 @@ class AllowListDrift:
             out["missing_principals"] = list(self.missing[:LOG_LIMIT])
         if self.extra:
             out["extra_principals"] = list(self.extra[:LOG_LIMIT])
-        if self.held:
-            out["held"] = list(self.held[:LOG_LIMIT])
         if self.foreign:
             out["foreign"] = self.foreign
         return out
@@ -68,7 +66,7 @@ class AllowListDrift:
 
 def inspect(service_id: str, deps: Deps) -> AllowListDrift:
     """The service's allow-list drift, read only (registry, EC2, ownership records)."""
-    grants, malformed = service_grants(service_id, deps)
+    grants = service_grants(service_id, deps)
     settings = deps.settings
     wanted = wanted_principals(
         service_id, grants, deps.clock(), allow_wildcard=settings.allow_wildcard_principal
@@ -76,16 +74,10 @@ def inspect(service_id: str, deps: Deps) -> AllowListDrift:
     listed = deps.ec2.allowed_principals(service_id)
     unneeded = listed - wanted
     mine = ownership.owned(service_id, unneeded) if unneeded else set()
-    held = {
-        p
-        for p in mine
-        if principal_account(p) in malformed or (p == WILDCARD_PRINCIPAL and malformed)
-    }
     return AllowListDrift(
         service_id,
         missing=tuple(sorted(wanted - listed)),
-        extra=tuple(sorted(mine - held)),
-        held=tuple(sorted(held)),
+        extra=tuple(sorted(mine)),
         foreign=len(unneeded - mine),
         listed=len(listed),
     )
@@ -95,9 +87,6 @@ def reconcile_principals(service_id: str, deps: Deps, *, act: bool) -> AllowList
     """Inspect, then (acting) add the missing principals and remove the extra ones, audited
     (subject service#<id>, actor sweep); not acting, audit `would-…` and change nothing."""
     drift = inspect(service_id, deps)
-    if drift.held:
-        held = list(drift.held[:LOG_LIMIT])
-        log.warning("allowed principals of %s kept (malformed registry item): %s", service_id, held)
     if not drift.drifted:
         return drift
     now = deps.clock()

@@ -106,8 +106,6 @@ def check_allow_list(service_id: str, deps: Deps) -> list[Check]:
             f" {some(drift.extra)}"
         )
     kept = f"; {drift.foreign} not added by this deployment (left alone)" if drift.foreign else ""
-    if drift.held:
-        kept += f"; kept for a malformed registry item: {some(drift.held)}"
     if problems:
         detail = "; ".join(problems) + f" (the next sweep fixes it){kept}"
         return [Check(name, WARN, detail)]
