@@ -62,7 +62,9 @@ def test_killed_mid_converge_next_run_converges(
     # every escalation reaches the port (the sweep posts what the kill left unposted)
     sweep(deps)
     assert set(port.opened_ids) == set(ids[UNKNOWN])
-    assert {str(i.vpc_endpoint_id) for i in EscalationItem.scan()} == set(ids[UNKNOWN])
+    # `#…` keys are bookkeeping in the same table (sweep cursor, allow-list ownership)
+    escalated = {str(i.vpc_endpoint_id) for i in EscalationItem.scan()}
+    assert {e for e in escalated if not e.startswith("#")} == set(ids[UNKNOWN])
     figures.record(
         load=f"12 connections ({len(ids[ALLOWED])} allowed, {len(ids[DENIED])} denied,"
         f" {len(ids[UNKNOWN])} unknown), one batch",
