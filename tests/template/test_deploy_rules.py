@@ -473,4 +473,5 @@ def test_the_provider_example_keeps_samconfigs_overrides() -> None:
     pairs = dict(p.split("=", 1) for p in shlex.split(documented))
     assert dict(p.split("=", 1) for p in shlex.split(ours)).items() <= pairs.items()
     assert {"ProviderVpcId", "ProviderSubnetIds", "ProviderServicePort"} <= set(pairs)
-    assert "--parameter-overrides" not in section.split("```toml", 1)[0]
+    commands = [block.split("```", 1)[0] for block in DEPLOY.split("```sh")[1:]]
+    assert not [c for c in commands if "--parameter-overrides" in c]  # nowhere in the page
