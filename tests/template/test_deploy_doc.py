@@ -83,3 +83,16 @@ def test_the_cli_steps_run_as_written_on_the_emulator(
     deps = deployment.deps()
     assert deps.registry.is_managed(service.service_id)
     assert deps.registry.get(service.service_id, DOC_CONSUMER) is not None
+
+
+def test_the_suggested_scp_is_a_valid_policy_protecting_the_tag_and_the_registry() -> None:
+    import json
+
+    section = DEPLOY.split("## IAM for people", 1)[1].split("\n## ", 1)[0]
+    policy = json.loads(section.split("```json", 1)[1].split("```", 1)[0])
+    tag, registry = policy["Statement"]
+    assert (tag["Effect"], registry["Effect"]) == ("Deny", "Deny")
+    assert set(tag["Action"]) == {"ec2:CreateTags", "ec2:DeleteTags"}
+    assert tag["Condition"]["ForAnyValue:StringEquals"]["aws:TagKeys"] == ["vpce-approver:managed"]
+    assert "dynamodb:PutItem" in registry["Action"]
+    assert registry["Resource"].endswith("-registry")
