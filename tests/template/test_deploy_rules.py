@@ -237,6 +237,16 @@ def test_no_aws_managed_policy_on_any_function_role(
     assert f"{function}Role" in transformed["Resources"]
 
 
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_permissions_live_in_the_role_not_in_function_policies(function: str) -> None:
+    """With `Role` set, SAM silently ignores a function's `Policies`: a statement added there
+    (say, by a merge) would never reach the role. Add statements to <Function>Role instead."""
+    props = SOURCE["Resources"][function]["Properties"]
+    assert "Policies" not in props, f"move {function}'s Policies into {function}Role"
+    assert props["Role"] == {"Fn::GetAtt": [f"{function}Role", "Arn"]}
+    assert "Policies" not in ((SOURCE.get("Globals") or {}).get("Function") or {})
+
+
 EVENT_SOURCE_ACTIONS = {
     "AWS::SQS::Queue": ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"),
     "AWS::DynamoDB::Table": (
