@@ -40,8 +40,10 @@ _installed: list[bool] = []
 def install() -> None:
     """Patch moto (idempotent). Also reads ``VPCE_EMULATOR_THROTTLE`` on first install."""
     with _install_lock:
+        from .backend_hooks import patch_backend
         from .responses import patch_ec2_response
 
+        patch_backend()
         patch_ec2_response()
         if not _installed:
             throttle.configure_from_env()
