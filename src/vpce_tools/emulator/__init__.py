@@ -1,7 +1,9 @@
 """Offline PrivateLink emulator: moto 5 plus the endpoint-connection APIs moto lacks.
 
-Importing this package calls :func:`install`, which patches moto's ``EC2Response`` so that both
-``moto.mock_aws`` and moto's server mode (in the same process) serve:
+Importing this package calls :func:`install`, which patches moto's ``EC2Response`` (and wraps
+``VPCBackend.create_vpc_endpoint`` / ``delete_vpc_endpoints``, so endpoints made by other paths,
+e.g. CloudFormation, get their connection too) so that both ``moto.mock_aws`` and moto's server
+mode (in the same process) serve:
 
 * ``CreateVpcEndpoint`` to ``com.amazonaws.vpce.<region>.vpce-svc-…`` services of any account,
   honouring the service's allowed principals, creating the provider-side connection;

@@ -63,13 +63,19 @@ def is_private_link(endpoint_type: Any, service_name: Any) -> bool:
 
 
 _ORIGINALS: dict[str, Callable[..., Any]] = {}
+_SIGNATURES: dict[str, inspect.Signature] = {}
+
+
+def _arguments(name: str, self: Any, args: Any, kwargs: Any) -> dict[str, Any]:
+    """The original method's arguments by name, however the caller passed them."""
+    return dict(_SIGNATURES[name].bind(self, *args, **kwargs).arguments)
 
 
 def _create_vpc_endpoint(self: Any, *args: Any, **kwargs: Any) -> Any:
     original = _ORIGINALS["create_vpc_endpoint"]
-    bound = inspect.signature(original).bind(self, *args, **kwargs)
-    service_name = bound.arguments.get("service_name")
-    if not is_private_link(bound.arguments.get("endpoint_type"), service_name):
+    arguments = _arguments("create_vpc_endpoint", self, args, kwargs)
+    service_name = arguments.get("service_name")
+    if not is_private_link(arguments.get("endpoint_type"), service_name):
         return original(self, *args, **kwargs)
     account_id, region = self.account_id, self.region_name
     request = _REQUEST.get()
@@ -88,8 +94,7 @@ def _create_vpc_endpoint(self: Any, *args: Any, **kwargs: Any) -> Any:
 
 def _delete_vpc_endpoints(self: Any, *args: Any, **kwargs: Any) -> Any:
     original = _ORIGINALS["delete_vpc_endpoints"]
-    bound = inspect.signature(original).bind(self, *args, **kwargs)
-    ids = list(bound.arguments.get("vpce_ids") or [])
+    ids = list(_arguments("delete_vpc_endpoints", self, args, kwargs).get("vpce_ids") or [])
     result = original(self, *args, **kwargs)
     pending: notifications.Pending = []
     with LOCK:
@@ -122,4 +127,5 @@ def patch_backend() -> None:
             continue
         if name not in _ORIGINALS:
             _ORIGINALS[name] = getattr(VPCBackend, name)
+            _SIGNATURES[name] = inspect.signature(_ORIGINALS[name])
         setattr(VPCBackend, name, hook)
