@@ -180,12 +180,14 @@ def load_handler(spec: FunctionSpec) -> Callable[[Any, Any], Any]:
 
 def reset_containers() -> None:
     """Forget what a previous invocation cached per container: clients, table bindings, the
-    Slack handlers' services, the sweep cursor's and the allow-list ownership's connections."""
+    Slack handlers' services, and the connections of the sweep cursor, the sweep lease and the
+    allow-list ownership records."""
     from pynamodb.models import Model
 
     from vpce_approver import ownership, runtime, tables
     from vpce_approver.handlers import slack_interactivity, slack_worker
     from vpce_approver.sweep import CursorItem
+    from vpce_approver.sweep.lease import LeaseItem
 
     runtime.default_deps.cache_clear()
     slack_interactivity.default_services.cache_clear()
@@ -193,6 +195,7 @@ def reset_containers() -> None:
     models: tuple[type[Model], ...] = (
         *tables.ALL_MODELS,
         CursorItem,
+        LeaseItem,
         ownership.OwnedPrincipalItem,
     )
     for model in models:
