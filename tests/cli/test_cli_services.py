@@ -81,7 +81,7 @@ def test_services_add_needs_a_topic_and_a_real_service(
     assert "vpce-approver" in err  # names the stack it looked for
     code, _, err = cli("services", "add", "vpce-svc-00000000000000000", "--topic-arn", "x")
     assert code == 2
-    assert "not found among this account's endpoint services" in err
+    assert "not found among the endpoint services of account 123456789012, region us-east-1" in err
     code, _, err = cli("services", "add", svc.service_id, "--topic-arn", "not-an-arn")
     assert code == 2
     assert "is not an SNS topic ARN" in err
