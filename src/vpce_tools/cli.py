@@ -78,7 +78,10 @@ def environ(values: Mapping[str, str]) -> Iterator[None]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    try:
+        args = parser().parse_args(argv)
+    except BrokenPipeError:  # `vpce-approver registry --help | head -1`
+        return quiet_broken_pipe()
     values: dict[str, str] = {}
     if args.endpoint_url:
         values["AWS_ENDPOINT_URL"] = args.endpoint_url

@@ -43,10 +43,7 @@ class Live:
     grant: Grant | None  # None: the item is malformed (error says why)
     snapshot: Mapping[str, str]  # every stored attribute as text: what "unchanged since" means
     error: str | None = None
-
-    @property
-    def updated_at(self) -> str | None:
-        return self.snapshot.get("updated_at")
+    raw: Mapping[str, Any] = field(default_factory=dict)  # the stored values (conditions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,8 +184,8 @@ def _live(item: RegistryItem, allow_wildcard_principal: bool) -> Live:
     try:
         grant = grant_from_item(item, allow_wildcard_principal=allow_wildcard_principal)
     except RegistryError as exc:
-        return Live(key, None, snapshot(item), str(exc))
-    return Live(key, grant, snapshot(item))
+        return Live(key, None, snapshot(item), str(exc), dict(item.attribute_values))
+    return Live(key, grant, snapshot(item), raw=dict(item.attribute_values))
 
 
 def _reread(key: Key) -> RegistryItem | None:
@@ -203,7 +200,7 @@ def load_file(args: argparse.Namespace, settings: Any) -> list[tuple[int, Grant]
     any bad row -> every bad row listed on stderr and a UsageError."""
     from .registry import read_source
 
-    text, fmt = read_source(args.file, args.format)
+    text, fmt = read_source(args.file, args.file_format)
     try:
         grants, errors = grantfile.load(
             text,
@@ -281,7 +278,6 @@ def _file_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", help="a grant file as `registry export` writes it (- = stdin)")
     p.add_argument(
         "--file-format",
-        dest="format",
         choices=grantfile.FORMATS,
         help="the file's format (default: from the extension; needed for -)",
     )
@@ -406,6 +402,20 @@ def _still_as_planned(step: Step) -> bool:
     return current is not None and snapshot(current) == dict(step.old.snapshot)
 
 
+def unchanged_since(old: Live | None) -> Any:
+    """A DynamoDB condition: the item is exactly the version the plan saw (every attribute
+    equal, none added), or, for an add, there is still no item."""
+    if old is None:
+        return RegistryItem.service_id.does_not_exist()
+    condition: Any = RegistryItem.service_id.exists()
+    for name, attribute in RegistryItem.get_attributes().items():
+        if attribute.is_hash_key or attribute.is_range_key:
+            continue
+        value = old.raw.get(name)
+        condition &= attribute.does_not_exist() if value is None else attribute == value
+    return condition
+
+
 def _write(step: Step, *, by: str, allow_wildcard: bool) -> bool:
     """One step, conditional on the item being the version the plan saw. False: it was not."""
     from pynamodb.exceptions import DeleteError, PutError, UpdateError
@@ -413,12 +423,7 @@ def _write(step: Step, *, by: str, allow_wildcard: bool) -> bool:
     from vpce_approver.registry import validate_grant
 
     now = datetime.now(UTC)
-    if step.old is None:
-        condition: Any = RegistryItem.service_id.does_not_exist()
-    elif step.old.updated_at is None:
-        condition = RegistryItem.updated_at.does_not_exist()
-    else:
-        condition = RegistryItem.updated_at == json.loads(step.old.updated_at)
+    condition = unchanged_since(step.old)
     try:
         if step.new is not None:
             validate_grant(step.new, now, allow_wildcard_principal=allow_wildcard)
