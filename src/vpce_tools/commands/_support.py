@@ -179,14 +179,18 @@ def table(
 ) -> None:
     """Columns padded to their widest cell; when a row would pass `width` (default: the
     terminal's, at most 100 characters), the widest columns of prose (cells with spaces) are
-    narrowed and wrap onto continuation lines, so nothing is cut. IDs are never broken."""
+    narrowed and wrap onto continuation lines, so nothing is cut; only if that is not enough,
+    IDs wrap too, after a separator (# : / ,) where they have one."""
     out = out or sys.stdout
     width = width or table_width(out)
     cells = [[_cell(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in [list(header), *cells]) for i in range(len(header))]
     prose = [any(" " in r[i] for r in cells) for i in range(len(header))]
+    room = width - GAP * (len(header) - 1)
+    # Prose wraps first; IDs only when prose alone cannot make room (then at # : / ,).
     floors = [len(h) if p else w for h, p, w in zip(header, prose, widths, strict=True)]
-    widths = fit_widths(widths, floors, width - GAP * (len(header) - 1))
+    widths = fit_widths(widths, floors, room)
+    widths = fit_widths(widths, [len(h) for h in header], room)
     for row in [list(header), *cells]:
         wrapped = [_wrap(c, w) for c, w in zip(row, widths, strict=True)]
         for n in range(max(len(w) for w in wrapped)):
@@ -236,7 +240,19 @@ def _wrap(text: str, size: int) -> list[str]:
 
     if len(text) <= size:
         return [text]
-    return textwrap.wrap(text, size, break_on_hyphens=False) or [""]
+    if " " in text:
+        return textwrap.wrap(text, size, break_on_hyphens=False) or [""]
+    lines: list[str] = []
+    current = ""
+    for part in re.split(r"(?<=[#:/,])", text):
+        if current and len(current) + len(part) > size:
+            lines.append(current)
+            current = ""
+        current += part
+        while len(current) > size:
+            lines.append(current[:size])
+            current = current[size:]
+    return [*lines, current] if current else lines
 
 
 def plain(value: Any) -> str:
@@ -319,7 +335,7 @@ def confirm(args: argparse.Namespace, question: str, *, stdin: TextIO | None = N
         return
     stdin = stdin or sys.stdin
     try:
-        interactive = stdin.isatty() and sys.stderr.isatty()
+        interactive = stdin.isatty()
     except (AttributeError, ValueError):
         interactive = False
     if not interactive:
