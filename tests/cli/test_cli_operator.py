@@ -133,26 +133,38 @@ def test_tables_wrap_prose_at_100_columns() -> None:
     out = io.StringIO()
     why = "account 111111111111 already has 3 endpoint(s) on the service; the grant allows 3 " * 2
     _support.table(
-        [
-            (
-                "2026-12-01T00:00:00Z",
-                "registry:arn:aws:iam::123456789012:user/alice",
-                True,
-                None,
-                why,
-            )
-        ],
+        [("2026-12-01T00:00:00Z", "slack:U0APPROVER", True, None, why)],
         ("AT", "ACTOR", "OK", "OUTCOME", "WHY"),
         out,
     )
     lines = out.getvalue().splitlines()
     assert all(len(line) <= 100 for line in lines), lines
     assert len(lines) > 2  # the reason wrapped onto continuation lines
-    assert "registry:arn:aws:iam::123456789012:user/al" in lines[1]  # the ID is not broken
-    assert lines[1].split()[2:4] == ["yes", "-"]  # no True/None
-    assert " ".join(" ".join(line.split()[4:]) for line in lines[1:2]).startswith("account")
-    words = " ".join(line[lines[0].index("WHY") :].strip() for line in lines[1:]).split()
+    assert lines[1].split()[:5] == [
+        "2026-12-01T00:00:00Z",
+        "slack:U0APPROVER",
+        "yes",
+        "-",
+        "account",
+    ]
+    column = lines[0].index("WHY")
+    words = " ".join(line[column:].strip() for line in lines[1:]).split()
     assert words == why.split()  # nothing lost
+    assert all(not line[:column].strip() for line in lines[2:])  # continuation lines: WHY only
+
+
+def test_a_table_too_wide_for_columns_becomes_labelled_blocks() -> None:
+    out = io.StringIO()
+    ids = ["vpce-svc-0123456789abcdef0", "vpce-0a1b2c3d4e5f60718", "111111111111", "us-east-1"]
+    header = ["SERVICE", "ENDPOINT", "OWNER", "REGION", "A", "B", "C", "D", "E"]
+    row = [*ids, "x" * 12, "y" * 12, "z" * 12, "w" * 12, "why " * 8]
+    _support.table([row, row], header, out)
+    lines = out.getvalue().splitlines()
+    assert all(len(line) <= 100 for line in lines), lines
+    assert lines[0] == ids[0]
+    assert lines[1].split() == ["ENDPOINT", ids[1]]  # an ID whole, under its label
+    assert lines[8].split()[0] == "E"
+    assert lines[9] == ids[0]  # the next row
 
 
 def test_explain_and_audit_fit_100_columns_without_python_reprs(

@@ -59,7 +59,7 @@ def test_add_show_list_suspend_remove(cli: Cli) -> None:
     assert code == 0
     lines = out.splitlines()
     assert lines[0].split()[:3] == ["SERVICE", "CONSUMER", "STATUS"]
-    rows = {tuple(line.split()[:3]) for line in lines[1:]}
+    rows = {tuple(line.split()[:3]) for line in lines[1:] if not line.startswith(" ")}
     assert rows == {(SVC, CONSUMER, "allow"), ("*", OTHER, "deny")}
     assert "2 grant(s)" in err
     code, out, _ = cli("registry", "list", "--consumer", OTHER, "--format", "json")

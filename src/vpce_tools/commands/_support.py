@@ -177,25 +177,43 @@ def table(
     *,
     width: int | None = None,
 ) -> None:
-    """Columns padded to their widest cell; when a row would pass `width` (default: the
-    terminal's, at most 100 characters), the widest columns of prose (cells with spaces) are
-    narrowed and wrap onto continuation lines, so nothing is cut; only if that is not enough,
-    IDs wrap too, after a separator (# : / ,) where they have one."""
+    """Columns padded to their widest cell, within `width` (default: the terminal's, at most
+    100 characters). When a row would not fit, prose columns (cells with spaces) wrap first, down
+    to PROSE_MIN; then IDs wrap after a separator (# : / ,), never inside a part; then prose
+    down to PROSE_LAST. If even that cannot fit, each row is printed as a block of
+    `HEADER value` lines instead. Nothing is cut."""
     out = out or sys.stdout
     width = width or table_width(out)
     cells = [[_cell(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in [list(header), *cells]) for i in range(len(header))]
-    prose = [any(" " in r[i] for r in cells) for i in range(len(header))]
-    room = width - GAP * (len(header) - 1)
-    # Prose wraps first; IDs only when prose alone cannot make room (then at # : / ,).
-    floors = [len(h) if p else w for h, p, w in zip(header, prose, widths, strict=True)]
-    widths = fit_widths(widths, floors, room)
-    widths = fit_widths(widths, [len(h) for h in header], room)
+    if not cells:
+        print("  ".join(header), file=out)
+        return
+    n = len(header)
+    widths = [max(len(r[i]) for r in [list(header), *cells]) for i in range(n)]
+    prose = [any(" " in r[i] for r in cells) for i in range(n)]
+    room = width - GAP * (n - 1)
+    prose_floor = [
+        min(w, max(len(h), PROSE_MIN)) if p else w
+        for h, p, w in zip(header, prose, widths, strict=True)
+    ]
+    widths = fit_widths(widths, prose_floor, room)
+    id_floor = [
+        f if p else max(len(h), *(_longest_part(r[i]) for r in cells))
+        for i, (h, p, f) in enumerate(zip(header, prose, prose_floor, strict=True))
+    ]
+    widths = fit_widths(widths, id_floor, room)
+    last_floor = [
+        max(len(h), PROSE_LAST) if p else f for h, p, f in zip(header, prose, id_floor, strict=True)
+    ]
+    widths = fit_widths(widths, last_floor, room)
+    if sum(widths) > room:
+        _records(cells, header, out, width)
+        return
     for row in [list(header), *cells]:
         wrapped = [_wrap(c, w) for c, w in zip(row, widths, strict=True)]
-        for n in range(max(len(w) for w in wrapped)):
+        for line in range(max(len(w) for w in wrapped)):
             parts = [
-                (w[n] if n < len(w) else "").ljust(size)
+                (w[line] if line < len(w) else "").ljust(size)
                 for w, size in zip(wrapped, widths, strict=True)
             ]
             print((" " * GAP).join(parts).rstrip(), file=out)
@@ -203,19 +221,46 @@ def table(
 
 GAP = 2
 MAX_WIDTH = 100
-MIN_COLUMN = 8
+PROSE_MIN = 24
+PROSE_LAST = 12
+SEPARATOR = re.compile(r"(?<=[#:/,])")
+
+
+def _longest_part(text: str) -> int:
+    return max((len(part) for part in SEPARATOR.split(text)), default=0)
+
+
+def _records(cells: list[list[str]], header: Sequence[str], out: TextIO, width: int) -> None:
+    """Rows too wide for columns: the first cell as a title, then one `HEADER value` line per
+    other cell, values wrapped under themselves."""
+    import textwrap
+
+    label = max(len(h) for h in header[1:]) + 2
+    for row in cells:
+        print(row[0], file=out)
+        for name, value in zip(header[1:], row[1:], strict=True):
+            lines = textwrap.wrap(
+                value,
+                max(width - label - 2, 20),
+                break_on_hyphens=False,
+                break_long_words=True,
+            ) or ["-"]
+            print(f"  {name.ljust(label)}{lines[0]}", file=out)
+            for more in lines[1:]:
+                print(f"  {' ' * label}{more}", file=out)
 
 
 def table_width(out: TextIO) -> int:
-    """The terminal's width when writing to one (never more than MAX_WIDTH), else MAX_WIDTH."""
+    """A terminal's width when writing to one (COLUMNS overrides), else MAX_WIDTH (a pipe, a
+    file, a CI log)."""
     import os
     import shutil
 
     if os.environ.get("COLUMNS", "").isdigit():
-        return max(40, min(int(os.environ["COLUMNS"]), MAX_WIDTH))
+        return max(40, int(os.environ["COLUMNS"]))
     try:
         if out.isatty():
-            return max(40, min(shutil.get_terminal_size((MAX_WIDTH, 24)).columns, MAX_WIDTH))
+            return max(40, shutil.get_terminal_size((MAX_WIDTH, 24)).columns)
     except (AttributeError, ValueError, OSError):
         pass
     return MAX_WIDTH
@@ -223,11 +268,10 @@ def table_width(out: TextIO) -> int:
 
 def fit_widths(widths: Sequence[int], floors: Sequence[int], room: int) -> list[int]:
     """Narrow the widest columns, one character at a time, until they fit `room` (a column
-    never goes below its floor, nor below MIN_COLUMN unless its floor is smaller)."""
+    never goes below its floor)."""
     out = list(widths)
-    lows = [min(w, max(f, MIN_COLUMN)) for w, f in zip(widths, floors, strict=True)]
     while sum(out) > room:
-        candidates = [i for i, w in enumerate(out) if w > lows[i]]
+        candidates = [i for i, w in enumerate(out) if w > floors[i]]
         if not candidates:
             break
         widest = max(candidates, key=lambda i: out[i])
@@ -244,7 +288,7 @@ def _wrap(text: str, size: int) -> list[str]:
         return textwrap.wrap(text, size, break_on_hyphens=False) or [""]
     lines: list[str] = []
     current = ""
-    for part in re.split(r"(?<=[#:/,])", text):
+    for part in SEPARATOR.split(text):
         if current and len(current) + len(part) > size:
             lines.append(current)
             current = ""

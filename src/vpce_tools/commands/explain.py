@@ -113,12 +113,12 @@ def _print(data: dict[str, Any]) -> None:
         ("* grant", data["grants"]["wildcard"]),
     ):
         if grant is None:
-            print(f"{label:<12}none")
+            print(f"{label:<11} none")
             continue
         extra = ", ".join(
             f"{k} {s.plain(v)}" for k, v in grant.items() if k not in {"key", "status"}
         )
-        print(f"{label:<12}{grant['key']}: {grant['status']}" + (f" ({extra})" if extra else ""))
+        print(f"{label:<11} {grant['key']}: {grant['status']}" + (f" ({extra})" if extra else ""))
     if data["registry_error"]:
         print(f"registry    MALFORMED: {data['registry_error']}")
     d = data["decision"]

@@ -300,7 +300,11 @@ def _make_plan(args: argparse.Namespace) -> tuple[Plan, Any, Any]:
 
 def _describe(step: Step) -> str:
     if step.op == "add":
-        return ", ".join(f"{name} {new}" for name, _, new in step.fields)
+        return ", ".join(
+            f"{name} {new}"
+            for name, _, new in step.fields
+            if name not in {"service_id", "consumer"}
+        )
     if step.op == "change":
         return "; ".join(f"{name}: {old} -> {new}" for name, old, new in step.fields)
     old = step.old.grant if step.old else None
@@ -323,10 +327,11 @@ def show(plan: Plan, source: str, fmt: str) -> None:
         )
         return
     marks = {"add": "+", "change": "~", "remove": "-"}
-    s.table(
-        ((f"{marks[st.op]} {st.op}", st.label, _describe(st)) for st in plan.steps),
-        ("", "GRANT", "WHAT"),
-    )
+    if plan.steps:
+        s.table(
+            ((f"{marks[st.op]} {st.op}", st.label, _describe(st)) for st in plan.steps),
+            ("", "GRANT", "WHAT"),
+        )
     print(f"{plan.unchanged} unchanged", end="")
     if plan.kept:
         print(f"; {len(plan.kept)} live grant(s) not in {source} kept (--prune removes them)")

@@ -339,29 +339,37 @@ def run_list(args: argparse.Namespace) -> int:
                     g.service_id,
                     g.consumer,
                     g.status.value + (" (expired)" if g.expired(now) else ""),
-                    g.principals,
-                    g.expires_at,
-                    g.max_endpoints,
-                    sorted(g.regions),
+                    [short_principal(p, g.consumer) for p in g.principals],
+                    _terms(g),
                     g.owner,
                     g.note,
                 )
                 for g in grants
             ),
-            (
-                "SERVICE",
-                "CONSUMER",
-                "STATUS",
-                "PRINCIPALS",
-                "EXPIRES",
-                "MAX",
-                "REGIONS",
-                "OWNER",
-                "NOTE",
-            ),
+            ("SERVICE", "CONSUMER", "STATUS", "PRINCIPALS", "TERMS", "OWNER", "NOTE"),
         )
         print(f"{len(grants)} grant(s)", file=sys.stderr)
     return 0
+
+
+def short_principal(principal: str, consumer: str) -> str:
+    """In a table, a principal of the consumer's own account without the account: root,
+    role/app (every principal is the consumer's own; -o json/yaml/csv show the full ARNs)."""
+    prefix = f"arn:aws:iam::{consumer}:"
+    return principal.removeprefix(prefix) if principal.startswith(prefix) else principal
+
+
+def _terms(grant: Grant) -> str | None:
+    terms = []
+    if grant.max_endpoints is not None:
+        terms.append(f"max {grant.max_endpoints}")
+    if grant.regions:
+        terms.append(" ".join(sorted(grant.regions)))
+    if grant.expires_at is not None:
+        terms.append(f"until {iso(grant.expires_at)}")
+    if grant.revoke is not None:
+        terms.append("revoke" if grant.revoke else "no-revoke")
+    return "; ".join(terms) or None
 
 
 @s.aws_errors
