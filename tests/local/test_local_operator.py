@@ -130,6 +130,7 @@ def test_the_terminal_shows_one_line_per_event(
 
     assert wait_for(lambda: any(svc.service_id in x for x in lines("allow-list"))), out.getvalue()
     first = consumer.create_endpoint(svc.service_name)
+    assert wait_for(lambda: any(first in x for x in lines("decision"))), out.getvalue()
     second = consumer.create_endpoint(svc.service_name)
     assert wait_for(lambda: any(second in line for line in lines("escalation"))), out.getvalue()
     _click_approve(running.slack_url, second)
@@ -163,9 +164,12 @@ def test_the_terminal_shows_one_line_per_event(
 
 
 def test_doctor_passes_on_the_sample_service(
-    watched: tuple[local.LocalService, io.StringIO], capsys: pytest.CaptureFixture[str]
+    watched: tuple[local.LocalService, io.StringIO],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     running, _ = watched
+    monkeypatch.delenv("COLUMNS", raising=False)
     code = main(["--endpoint-url", running.url, "doctor", running.service.service_id])
     out = capsys.readouterr().out
     assert code == 0, out
