@@ -209,8 +209,37 @@ def test_a_cli_error_in_the_wrong_account_names_the_account_and_region(
         "AWS_SESSION_TOKEN": creds.token,
         "AWS_DEFAULT_REGION": "us-east-1",
     }
-    for argv in (("pending",), ("doctor", running.service.service_id)):
+    for argv in (
+        ("pending",),
+        ("doctor", running.service.service_id),
+        ("explain", "vpce-0a1b2c3d4e5f60718"),
+    ):
         result = run_cli(*argv, env=env)
         assert result.returncode == 2, result.stderr
         assert f"account {CONSUMER}, region us-east-1" in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_the_readme_walkthrough_calls_the_cli_one_way_and_every_call_parses() -> None:
+    from pathlib import Path
+
+    from vpce_tools.cli import parser
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("## Run it locally", 1)[1].split("\n## ", 1)[0]
+    assert "AWS CLI" in section
+    assert "v2.13+ or v1.29+" in section
+    assert "**provider** shell" in section
+    assert "**consumer** shell" in section
+    assert ".venv/bin/vpce-approver" not in section
+    code = "\n".join(block.split("```", 1)[0] for block in section.split("```sh\n")[1:])
+    calls = [
+        line.split("#", 1)[0].split()
+        for line in code.splitlines()
+        if line.lstrip().startswith("vpce-approver ")
+    ]
+    assert len(calls) >= 6
+    for argv in calls:
+        argv = [a.replace("$svc", "vpce-svc-0123456789abcdef0") for a in argv]
+        argv = [a.replace("vpce-…", "vpce-0a1b2c3d4e5f60718") for a in argv]
+        parser().parse_args(argv[1:])  # exits (SystemExit) on a call that does not parse
