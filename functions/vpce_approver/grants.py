@@ -208,7 +208,7 @@ def principal_records(
                     action=f"would-{action}" if shadow else action,
                     actor=actor,
                     at=at,
-                    reason=f"{service_id}: {len(chunk)} {key}{part}",
+                    reason=f"{service_id}: {_some(chunk)}{part}",
                     trigger=trigger,
                     outcome="shadow" if shadow else "done",
                     service_id=service_id,
@@ -217,6 +217,12 @@ def principal_records(
                 )
             )
     return records
+
+
+def _some(principals: list[str], shown: int = 3) -> str:
+    """The first few principals by name (the record's `new` has them all)."""
+    more = len(principals) - shown
+    return ", ".join(principals[:shown]) + (f" and {more} more" if more > 0 else "")
 
 
 def plain(image: Mapping[str, Any] | None) -> dict[str, Any] | None:

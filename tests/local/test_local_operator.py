@@ -173,7 +173,7 @@ def test_doctor_passes_on_the_sample_service(
     code = main(["--endpoint-url", running.url, "doctor", running.service.service_id])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert out.splitlines()[-1] == "8 checks: 8 ok, 0 warn, 0 fail"
+    assert out.splitlines()[-1] == "9 checks: 9 ok, 0 warn, 0 fail"  # + allowed principals
     for line in out.splitlines():
         assert len(line) <= 100, line
 
