@@ -4,7 +4,8 @@
 
 P1 burst of Connects through the real notification path; P2 AWS calls per registry-hit Connect;
 P3 decision-handler import time over `import boto3`; P4 a sweep of 10,000 pending connections
-against the lower bound of calls; P5 Connect -> available latency. Prints a table and writes it
+against the lower bound of calls; P5 Connect -> available latency; P6 `audit --limit 20` over
+100,000 records. Prints a table and writes it
 (with the details) to the file. Exit code 1 when a target is missed."""
 
 from __future__ import annotations

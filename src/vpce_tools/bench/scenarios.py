@@ -510,12 +510,19 @@ def p5_latency(n: int = 40, seed: int = 7) -> Result:
     )
 
 
+def p6_audit() -> Result:  # in its own module: audit_p6.py
+    from .audit_p6 import p6_audit as run
+
+    return run()
+
+
 SCENARIOS: dict[str, Callable[[], Result]] = {
     "P1": p1_burst,
     "P2": p2_calls_per_connect,
     "P3": p3_import_time,
     "P4": p4_sweep,
     "P5": p5_latency,
+    "P6": p6_audit,
 }
 
 

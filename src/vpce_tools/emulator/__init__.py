@@ -40,9 +40,11 @@ _installed: list[bool] = []
 def install() -> None:
     """Patch moto (idempotent). Also reads ``VPCE_EMULATOR_THROTTLE`` on first install."""
     with _install_lock:
+        from .dynamodb_index import patch_dynamodb_query
         from .responses import patch_ec2_response
 
         patch_ec2_response()
+        patch_dynamodb_query()  # a Query reads its partition, not the table
         if not _installed:
             throttle.configure_from_env()
             _installed.append(True)
