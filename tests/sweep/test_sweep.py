@@ -99,7 +99,7 @@ def test_lost_notification_is_converged_by_one_sweep(
     assert not report.cut_off
     assert report.errors == {}
     [record] = AuditItem.query(vpce)
-    assert (record.action, record.trigger, record.outcome) == ("accept", "sweep", "requested")
+    assert (record.action, record.trigger, record.outcome) == ("accept", "sweep", "done")
     # a second sweep finds nothing to do
     again = sweep(deps)
     assert again.total("accept:done") == 0

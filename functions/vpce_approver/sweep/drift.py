@@ -125,7 +125,7 @@ def reject_drift(service_id: str, drift: list[DriftItem], deps: Deps, *, act: bo
     result = deps.ec2.reject(service_id, [d.vpc_endpoint_id for d in targets])
     for vpce_id in result.succeeded:
         drift[index[vpce_id]] = dataclasses.replace(drift[index[vpce_id]], outcome="rejected")
-    failures = []
+    failures: dict[str, str] = {}
     for failure in result.failed:
         if failure.vpc_endpoint_id not in index:
             continue
@@ -133,19 +133,5 @@ def reject_drift(service_id: str, drift: list[DriftItem], deps: Deps, *, act: bo
         drift[index[failure.vpc_endpoint_id]] = dataclasses.replace(
             item, outcome=f"failed:{failure.code}"
         )
-        failures.append(
-            AuditRecord(
-                subject=item.vpc_endpoint_id,
-                action="reject",
-                actor="sweep",
-                at=deps.clock(),
-                code=item.code,
-                reason=f"drift: {failure.message}",
-                trigger="sweep",
-                outcome=f"failed:{failure.code}",
-                service_id=service_id,
-                vpc_endpoint_id=item.vpc_endpoint_id,
-                consumer=item.consumer,
-            )
-        )
-    deps.audit.write(failures)
+        failures[failure.vpc_endpoint_id] = failure.code
+    deps.audit.settle(records, result.succeeded, failures)  # "requested" -> done | failed
