@@ -17,6 +17,7 @@ from pynamodb.exceptions import UpdateError
 
 from .tables import AuditItem
 
+ACCEPTED_BY_GRANT = "accepted-by-grant"
 # How far back `recent()` walks day partitions when no `since` bounds it (a quiet trail).
 HORIZON_DAYS = 400
 
@@ -147,6 +148,26 @@ class Audit:
             )
             day -= timedelta(days=1)
         return out
+
+    def accepted_by_grant(self, vpc_endpoint_id: str) -> AuditItem | None:
+        """This deployment's newest accept of the connection by the policy (a registry grant),
+        not by a person in Slack: one Query of the connection's own records."""
+        for item in AuditItem.query(
+            vpc_endpoint_id,
+            scan_index_forward=False,
+            filter_condition=AuditItem.action == "accept",
+        ):
+            if not str(item.actor).startswith("slack:") and item.outcome in ("requested", "done"):
+                return item
+        return None
+
+    def label(self, outcome: str | None, vpc_endpoint_id: str) -> str | None:
+        """An escalation's outcome as seen from the connection's state ("accepted-elsewhere"),
+        made precise: "accepted-by-grant" when it was this deployment's policy that accepted it
+        (a grant added while the escalation was open), so nobody goes looking for who did."""
+        if outcome == "accepted-elsewhere" and self.accepted_by_grant(vpc_endpoint_id):
+            return ACCEPTED_BY_GRANT
+        return outcome
 
     def since(self, since: datetime | None = None) -> list[AuditItem]:
         """Every record since `since` (else within HORIZON_DAYS), oldest first, from by_time."""

@@ -465,7 +465,7 @@ def follow(
     closed = []
     now = deps.clock()
     for vpce_id, item in open_items.items():
-        outcome = outcome_for_state(states[vpce_id])
+        outcome = deps.audit.label(outcome_for_state(states[vpce_id]), vpce_id)
         if outcome is None:  # still pendingAcceptance: the escalation stays open
             continue
         settled = deps.escalations.settle(vpce_id, outcome=outcome, by=trigger, now=now)

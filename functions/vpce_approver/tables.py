@@ -132,7 +132,7 @@ class EscalationItem(Model):
     code = UnicodeAttribute()
     reason = UnicodeAttribute()
     state = UnicodeAttribute()  # open | settled
-    outcome = UnicodeAttribute(null=True)  # approved | rejected | accepted-elsewhere | …
+    outcome = UnicodeAttribute(null=True)  # approved | rejected | accepted-by-grant | …
     created_at = UnicodeAttribute()
     connection_created_at = UnicodeAttribute(null=True)
     updated_at = UnicodeAttribute(null=True)
