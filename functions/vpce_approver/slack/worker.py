@@ -99,8 +99,7 @@ class Worker:
         conn = self._connection(item)
         if conn is None or not conn.pending_acceptance:
             state = conn.state if conn is not None else "deleted"
-            outcome = self.deps.audit.label(outcome_for_state(state), item.vpc_endpoint_id)
-            outcome = outcome or "settled"
+            outcome = outcome_for_state(state) or "settled"
             settled = self._settle(item.vpc_endpoint_id, claim, outcome, by=TRIGGER)
             self._audit(
                 item,
