@@ -1,7 +1,9 @@
 """Offline PrivateLink emulator: moto 5 plus the endpoint-connection APIs moto lacks.
 
-Importing this package calls :func:`install`, which patches moto's ``EC2Response`` so that both
-``moto.mock_aws`` and moto's server mode (in the same process) serve:
+Importing this package calls :func:`install`, which patches moto's ``EC2Response`` (and wraps
+``VPCBackend.create_vpc_endpoint`` / ``delete_vpc_endpoints``, so endpoints made by other paths,
+e.g. CloudFormation, get their connection too) so that both ``moto.mock_aws`` and moto's server
+mode (in the same process) serve:
 
 * ``CreateVpcEndpoint`` to ``com.amazonaws.vpce.<region>.vpce-svc-…`` services of any account,
   honouring the service's allowed principals, creating the provider-side connection;
@@ -9,6 +11,8 @@ Importing this package calls :func:`install`, which patches moto's ``EC2Response
   ``RejectVpcEndpointConnections``, ``DeleteVpcEndpoints`` (connection → ``deleted``);
 * connection notifications (create/describe/modify/delete) published to SNS;
 * an optional throttle on Accept/Reject (see :mod:`vpce_tools.emulator.throttle`).
+* a DynamoDB Query that reads the queried partition, not the whole table
+  (:mod:`vpce_tools.emulator.dynamodb_index`).
 
 See docs/EMULATOR.md.
 """
@@ -40,9 +44,11 @@ _installed: list[bool] = []
 def install() -> None:
     """Patch moto (idempotent). Also reads ``VPCE_EMULATOR_THROTTLE`` on first install."""
     with _install_lock:
+        from .backend_hooks import patch_backend
         from .dynamodb_index import patch_dynamodb_query
         from .responses import patch_ec2_response
 
+        patch_backend()
         patch_ec2_response()
         patch_dynamodb_query()  # a Query reads its partition, not the table
         if not _installed:
