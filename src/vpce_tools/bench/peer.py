@@ -46,6 +46,7 @@ class NaiveDesign:
         self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="naive")
         self.stopped = threading.Event()
         self.outcomes: Counter[str] = Counter()
+        self.submitted = 0
         self._lock = threading.Lock()
         self.deps.ec2.client.meta.events.register_first(
             "before-send.ec2.*", self._abort_when_stopped
@@ -66,7 +67,14 @@ class NaiveDesign:
 
     def _on_publish(self, topic_arn: str, message: str) -> None:
         if topic_arn == self.deployment.topic_arn and not self.stopped.is_set():
+            with self._lock:
+                self.submitted += 1
             self.pool.submit(self.invoke, message)
+
+    def in_flight(self) -> int:
+        """Invocations not finished yet (waiting for a worker, or in botocore's backoff)."""
+        with self._lock:
+            return self.submitted - sum(self.outcomes.values())
 
     def _count(self, outcome: str) -> None:
         with self._lock:

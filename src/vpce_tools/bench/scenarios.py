@@ -243,10 +243,10 @@ def unsubscribe_queue(provider: Provider, deployment: LocalDeployment) -> None:
 OURS = "vpce-approver"
 PEER = "naive"
 PEER_TITLE = "naive design (SNS -> Lambda, one Accept call per notification)"
-PEER_RUN = 20.0
-"""Seconds the naive design may run before it is stopped (P1: from the first Connect; P5: after
-the last one): the throttle alone needs a second per Accept call once its burst of 10 is spent,
-so a burst of 500 would take 8 minutes."""
+PEER_RUN = 15.0
+"""Seconds the naive design may run on after the last Connect before it is stopped: the throttle
+alone needs a second per Accept call once its burst of 10 is spent, so a burst of 500 would take 8
+minutes."""
 
 
 class Driver(Protocol):
@@ -308,8 +308,9 @@ class Naive:
         outcomes = ", ".join(f"{k} {v}" for k, v in sorted(self.design.outcomes.items()))
         return (
             f"one invocation per notification, up to {CONCURRENCY} at once; invocations: "
-            f"{outcomes or 'none'} (failed: retries exhausted, lost unless Lambda's async retry "
-            "1-2 min later succeeds; cut short: still retrying when the run stopped)"
+            f"{outcomes or 'none'}, still running when stopped {self.design.in_flight()} "
+            "(failed: retries exhausted, lost unless Lambda's async retry 1-2 min later "
+            "succeeds)"
         )
 
 
@@ -329,6 +330,7 @@ class Run:
     lost: int  # ours: DLQ depth; naive: invocations that exhausted their retries
     note: str = ""
     latencies: list[float] = field(default_factory=list)  # P5: inf = never available
+    stopped_at: float = 0.0  # seconds from the first Connect when the run was stopped
 
 
 def wait_available(
@@ -358,11 +360,15 @@ def until_all(runs: Sequence[Run], cap: float) -> str:
     done = [r.until_all for r in runs if r.until_all is not None]
     if len(done) == len(runs):
         return Spread.of(done).show(seconds, " s")
-    return f"not within {cap:.0f} s in {len(runs) - len(done)} of {len(runs)} run(s)"
+    return (
+        f"not within {cap:.0f} s of the last Connect in {len(runs) - len(done)} of "
+        f"{len(runs)} run(s)"
+    )
 
 
 # ---------------------------------------------------------------------- P1
 def _p1_run(design: str, n: int, consumers: int, timeout: float) -> Run:
+    """`timeout`: seconds after the last Connect."""
     with world() as (provider, deployment, service):
         owners = accounts(consumers)
         put_grants(service.service_id, owners)
@@ -376,7 +382,8 @@ def _p1_run(design: str, n: int, consumers: int, timeout: float) -> Run:
             attached.start()
             ids = [actor.create_endpoint(service.service_name) for actor in order]
             burst = time.monotonic() - start
-            done_at = wait_available(provider, service.service_id, ids, start, timeout)
+            done_at = wait_available(provider, service.service_id, ids, start, burst + timeout)
+            stopped_at = time.monotonic() - start
             attached.finish()
             op = "AcceptVpcEndpointConnections"
             calls, attempts = COUNTER.of(op), COUNTER.attempts_of(op)
@@ -390,6 +397,7 @@ def _p1_run(design: str, n: int, consumers: int, timeout: float) -> Run:
             sum(1 for i in ids if final.get(i) != "available"),
             attached.lost(),
             f"Connects issued in {burst:.1f} s; {attached.describe()}",
+            stopped_at=stopped_at,
         )
 
 
@@ -468,8 +476,9 @@ def _comparison(
     b_done = [r.until_all for r in peer if r.until_all is not None]
     if len(a_done) == len(ours) and len(b_done) == len(peer):
         time_ratio = ratio(statistics.median(a_done), statistics.median(b_done))
-    elif len(a_done) == len(ours):
-        time_ratio = f"> {ratio(statistics.median(a_done), peer_cap)}"
+    elif len(a_done) == len(ours):  # the naive design was stopped first: a lower bound
+        stopped = statistics.median(r.stopped_at for r in peer)
+        time_ratio = f"> {ratio(statistics.median(a_done), stopped)}"
     else:
         time_ratio = "n/a"
     return [
@@ -604,7 +613,8 @@ def p3_import_time(runs: int = 9) -> Result:
     return Result(
         "P3",
         "decision-handler import time over bare `import boto3`",
-        f"{ratio_:.2f}x ({h * 1000:.0f} ms vs {b * 1000:.0f} ms)",
+        f"{ratio_:.2f}x ({h * 1000:.0f} ms vs {b * 1000:.0f} ms); with the decision path "
+        f"loaded on first use {f / b:.2f}x",
         "<= 1.25x",
         ratio_ <= 1.25,
         [
@@ -612,9 +622,11 @@ def p3_import_time(runs: int = 9) -> Result:
             f"`import {HANDLER}` vs `import boto3`, timed inside the process (interpreter "
             "start-up excluded), bytecode compiled beforehand into a private cache.",
             f"- boto3: {span('boto3')}; handler: {span('handler')}.",
-            "- The handler imports the decision path (converge, pynamodb, boto3) on first use: "
-            f"a cold container's first Connect adds it. Handler + decision path (`import "
-            f"{FIRST_CONNECT}`): {f * 1000:.0f} ms, {f / b:.2f}x boto3 ({span('first')}).",
+            "- The handler imports the decision path (converge, pynamodb, botocore) on first "
+            "use, so a cold container's first Connect pays for it: handler + decision path "
+            f"(`import {FIRST_CONNECT}`) {f * 1000:.0f} ms, {f / b:.2f}x boto3 "
+            f"({span('first')}). That is the cold-start cost to watch; the target is on the "
+            "handler's import as the issue defines it.",
         ],
         {"ratio": ratio_, "handler_ms": h * 1000, "boto3_ms": b * 1000, "first_ms": f * 1000},
     )
@@ -734,6 +746,7 @@ def _p5_run(design: str, n: int, seed: int, timeout: float) -> Run:
                 time.sleep(0.05)
             watcher.stop.set()
             watcher.join(timeout=10)
+            stopped_at = time.monotonic() - first
             attached.finish()
             op = "AcceptVpcEndpointConnections"
             calls, attempts = COUNTER.of(op), COUNTER.attempts_of(op)
@@ -751,6 +764,7 @@ def _p5_run(design: str, n: int, seed: int, timeout: float) -> Run:
             attached.lost(),
             attached.describe(),
             latencies,
+            stopped_at,
         )
 
 
