@@ -36,8 +36,10 @@ def test_the_naive_design_makes_one_accept_call_per_connect_notification(
     def on_accept(params: Any = None, **_: Any) -> None:
         accepts.append(list(params["VpcEndpointIds"]))
 
-    design.deps.ec2.client.meta.events.register(
-        "before-parameter-build.ec2.AcceptVpcEndpointConnections", on_accept
+    design.hooks.append(
+        lambda deps: deps.ec2.client.meta.events.register(
+            "before-parameter-build.ec2.AcceptVpcEndpointConnections", on_accept
+        )
     )
     design.start()
     allowed = [a.create_endpoint(service.service_name) for a in (consumer, other, consumer)]

@@ -367,22 +367,47 @@ def until_all(runs: Sequence[Run], cap: float) -> str:
 
 
 # ---------------------------------------------------------------------- P1
+BURST_CHUNK = 10
+
+
+def burst(provider: Provider, service_id: str, owners: Sequence[str], n: int) -> list[str]:
+    """`n` Connects as a burst: the connections appear `BURST_CHUNK` at a time (seeded, owners
+    round-robin) and each chunk's Connect notifications are published through the emulator's SNS
+    (its own `collect`/`publish`, listeners included) before the next chunk appears.
+
+    Creating the endpoints through the API costs the emulator ~8 ms each on a quiet machine and
+    ten times that on a loaded one: 500 of them then arrive over a minute or more, a stream rather
+    than a burst, and the figure would measure the machine, not the design."""
+    from vpce_tools.emulator import notifications as emulated
+    from vpce_tools.emulator.models import LOCK, ec2_backend, state_of
+
+    backend = ec2_backend(provider.account_id, provider.region)
+    ids: list[str] = []
+    for start in range(0, n, BURST_CHUNK):
+        shift = start % len(owners)
+        chunk = seed_connections(
+            service_id, [*owners[shift:], *owners[:shift]], min(BURST_CHUNK, n - start)
+        )
+        with LOCK:
+            store = state_of(backend).connections
+            messages = [m for v in chunk for m in emulated.collect("Connect", store[v], backend)]
+        emulated.publish(messages)
+        ids += chunk
+    return ids
+
+
 def _p1_run(design: str, n: int, consumers: int, timeout: float) -> Run:
     """`timeout`: seconds after the last Connect."""
     with world() as (provider, deployment, service):
         owners = accounts(consumers)
         put_grants(service.service_id, owners)
-        actors = [provider.consumer(a) for a in owners]
-        for actor in actors:  # each consumer's VPC/subnet exists before the burst
-            actor._network()
         attached = driver(design, deployment)
-        order = [actors[i % consumers] for i in range(n)]
         with COUNTER.counting():
             start = time.monotonic()
             attached.start()
-            ids = [actor.create_endpoint(service.service_name) for actor in order]
-            burst = time.monotonic() - start
-            done_at = wait_available(provider, service.service_id, ids, start, burst + timeout)
+            ids = burst(provider, service.service_id, owners, n)
+            issued = time.monotonic() - start
+            done_at = wait_available(provider, service.service_id, ids, start, issued + timeout)
             stopped_at = time.monotonic() - start
             attached.finish()
             op = "AcceptVpcEndpointConnections"
@@ -396,14 +421,15 @@ def _p1_run(design: str, n: int, consumers: int, timeout: float) -> Run:
             done_at,
             sum(1 for i in ids if final.get(i) != "available"),
             attached.lost(),
-            f"Connects issued in {burst:.1f} s; {attached.describe()}",
+            f"Connects and their notifications issued in {issued:.1f} s; {attached.describe()}",
             stopped_at=stopped_at,
         )
 
 
 def p1_burst(n: int = 500, consumers: int = 25, timeout: float = 180.0) -> Result:
     """A burst of Connects from registered consumers through SNS -> SQS -> event source ->
-    handler, with the template's event source settings; the naive design side by side."""
+    handler, with the template's event source settings; the naive design side by side, fed the
+    same burst through SNS -> Lambda."""
     runs = {
         design: [
             _p1_run(design, n, consumers, timeout if design == OURS else PEER_RUN)
@@ -427,6 +453,7 @@ def p1_burst(n: int = 500, consumers: int = 25, timeout: float = 180.0) -> Resul
         PEER_RUN,
         peer_calls_note=f"; {n} needed",
         peer_time_note=f" (>= {lower_bound} s: 1 Accept/s after the burst of 10)",
+        peer_bound=lower_bound,
     )
     return Result(
         "P1",
@@ -438,6 +465,13 @@ def p1_burst(n: int = 500, consumers: int = 25, timeout: float = 180.0) -> Resul
         [
             *comparison,
             "",
+            f"- The burst: {n} connections from {consumers} registered consumers appear "
+            f"{BURST_CHUNK} at a time, each chunk's Connect notifications published through the "
+            "emulator's SNS before the next chunk appears (creating the endpoints through the API "
+            "is what a loaded machine slows down most: 500 of them would arrive over a minute, "
+            "a stream rather than a burst). Both designs run while the burst arrives.",
+            f"- {spread.RUNS} run(s) per design; each figure the median (min-max) over the runs; "
+            f"the naive design is stopped {PEER_RUN:.0f} s after the last Connect.",
             *_run_notes(ours, peer),
         ],
         {
@@ -465,6 +499,7 @@ def _comparison(
     *,
     peer_calls_note: str = "",
     peer_time_note: str = "",
+    peer_bound: float = 0.0,
 ) -> list[str]:
     """The side-by-side table of one scenario (markdown lines)."""
 
@@ -477,8 +512,8 @@ def _comparison(
     if len(a_done) == len(ours) and len(b_done) == len(peer):
         time_ratio = ratio(statistics.median(a_done), statistics.median(b_done))
     elif len(a_done) == len(ours):  # the naive design was stopped first: a lower bound
-        stopped = statistics.median(r.stopped_at for r in peer)
-        time_ratio = f"> {ratio(statistics.median(a_done), stopped)}"
+        stopped = max(peer_bound, statistics.median(r.stopped_at for r in peer))
+        time_ratio = f">= {ratio(statistics.median(a_done), stopped)}"
     else:
         time_ratio = "n/a"
     return [
