@@ -4,6 +4,7 @@ figures are medians with their spread."""
 from __future__ import annotations
 
 import math
+import time
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
@@ -44,7 +45,11 @@ def test_the_naive_design_makes_one_accept_call_per_connect_notification(
     design.start()
     allowed = [a.create_endpoint(service.service_name) for a in (consumer, other, consumer)]
     refused = stranger.create_endpoint(service.service_name)
-    design.pool.shutdown(wait=True)  # every invocation (and the Accept notifications') done
+    # 4 Connect notifications, then an Accept notification per accept (published from within
+    # the invocations themselves): wait until all 7 invocations are done
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (design.submitted < 7 or design.in_flight()):
+        time.sleep(0.05)
     design.close()
     assert sorted(accepts) == sorted([[v] for v in allowed])
     assert design.outcomes == Counter({"accepted": 3, "not accepted": 1, "ignored": 3})
