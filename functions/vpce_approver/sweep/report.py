@@ -29,6 +29,11 @@ class Cursor:
     next_token: str | None = None  # None: the service from its first page
 
 
+# A live connection without a grant that a person approved in Slack (no registry change since):
+# its own state, reported apart from drift, never revoked.
+HUMAN_APPROVED = "approved-by-person"
+
+
 @dataclass(frozen=True, slots=True)
 class DriftItem:
     service_id: str
@@ -38,7 +43,7 @@ class DriftItem:
     code: str
     reason: str
     revoke: bool
-    outcome: str  # reported | rejected | would-reject | failed:<code>
+    outcome: str  # reported | rejected | would-reject | failed:<code> | approved-by-person
 
     def as_dict(self) -> dict[str, str]:
         return {
@@ -71,6 +76,7 @@ class ServiceSweep:
     results: dict[str, int] = field(default_factory=dict)  # "accept:done" -> n, as converge
     drift: list[DriftItem] = field(default_factory=list)
     allow_list: AllowListDrift | None = None  # allowed principals against the registry
+    approved: list[DriftItem] = field(default_factory=list)  # HUMAN_APPROVED: not drift
     complete: bool = False
     error: str | None = None
 
@@ -88,6 +94,7 @@ class ServiceSweep:
             "complete": self.complete,
             **dict(sorted(self.results.items())),
             "drift": len(self.drift),
+            "approved_no_grant": len(self.approved),
         }
         if self.allow_list is not None:
             out["allow_list"] = self.allow_list.summary()
@@ -141,6 +148,11 @@ class SweepReport:
     def allow_lists(self) -> list[AllowListDrift]:
         return [s.allow_list for s in self.services if s.allow_list is not None]
 
+    @property
+    def approved(self) -> list[DriftItem]:
+        """Live connections a person approved in Slack that no grant allows (not drift)."""
+        return [d for s in self.services for d in s.approved]
+
     def total(self, key: str) -> int:
         return sum(s.results.get(key, 0) for s in self.services)
 
@@ -162,6 +174,7 @@ class SweepReport:
             "drift_rejected": sum(1 for d in self.drift if d.outcome == "rejected"),
             "principals_missing": sum(len(a.missing) for a in self.allow_lists),
             "principals_extra": sum(len(a.extra) for a in self.allow_lists),
+            "approved_no_grant": len(self.approved),
             "fixes": [f"{s.service_id}: {f}" for s in self.services for f in s.fixes],
             "warnings": [f"{s.service_id}: {w}" for s in self.services for w in s.warnings],
             "escalations": dataclasses.asdict(esc),
