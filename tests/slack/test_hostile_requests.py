@@ -188,3 +188,19 @@ def test_a_real_click_still_passes_through_the_entry_point(
     assert route.call(api_gateway_event(headers, body)) == 200
     assert route.call(api_gateway_event(headers, body, base64_encode=False)) == 200
     assert route.queued() == 2
+
+
+def test_behind_the_waf_front_a_request_without_its_origin_header_is_403(
+    local: LocalSlack, service: EndpointService, consumer: Consumer
+) -> None:
+    """SlackWebAclArn: CloudFront adds X-Origin-Verify; straight to execute-api it is missing."""
+    from dataclasses import replace
+
+    vpce = escalate(local, service, consumer)
+    deps = local.services.deps
+    deps.settings = replace(deps.settings, slack_origin_verify="stack-uuid-0123")
+    payload = local.fake.click_payload(message(local, vpce), "approve", user=APPROVER)
+    body, headers = local.fake.signed_request(payload)
+    assert local.interact(headers, body)[0] == 403
+    assert local.interact({**headers, "X-Origin-Verify": "guessed"}, body)[0] == 403
+    assert local.interact({**headers, "X-Origin-Verify": "stack-uuid-0123"}, body)[0] == 200

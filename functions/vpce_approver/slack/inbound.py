@@ -15,12 +15,17 @@ what Slack really sends:
   decodes it, and raises on anything else).
 
 Anything else is refused with the status of its kind: 401 (no usable signature), 415 (content
-type), 413 (size), 400 (body)."""
+type), 413 (size), 400 (body).
+
+With the optional WAF front (template.yaml SlackWebAclArn: CloudFront + AWS WAF, which cannot
+attach to an HTTP API), CloudFront adds ORIGIN_HEADER with a per-stack value: requests without it
+(straight to the execute-api URL, around the WAF) are refused first, with 403."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,6 +36,7 @@ MAX_ENCODED_CHARS = (MAX_BODY_BYTES + 2) // 3 * 4  # the same bound on the base6
 FORM = "application/x-www-form-urlencoded"
 TIMESTAMP_RE = re.compile(r"[0-9]{1,12}")  # [0-9], not \d: ASCII only
 SIGNATURE_RE = re.compile(r"v0=[0-9a-f]{64}")
+ORIGIN_HEADER = "x-origin-verify"
 
 
 class Refused(Exception):
@@ -61,9 +67,14 @@ def _content_type(value: str | None) -> str:
     return (value or "").split(";", 1)[0].strip().lower()
 
 
-def screen(headers: Any, body: Any, is_base64: Any) -> Inbound:
-    """The request's signed inputs, or Refused."""
+def screen(headers: Any, body: Any, is_base64: Any, *, origin_verify: str | None = None) -> Inbound:
+    """The request's signed inputs, or Refused. `origin_verify`: the value the WAF front
+    (CloudFront) adds as ORIGIN_HEADER; None when the route is not behind it."""
     lowered = _headers(headers)
+    if origin_verify and not hmac.compare_digest(
+        lowered.get(ORIGIN_HEADER, "").encode(), origin_verify.encode()
+    ):
+        raise Refused(403, "use the published interactivity URL")
     timestamp = lowered.get("x-slack-request-timestamp", "").strip()
     signature = lowered.get("x-slack-signature", "").strip()
     if not TIMESTAMP_RE.fullmatch(timestamp) or not SIGNATURE_RE.fullmatch(signature):

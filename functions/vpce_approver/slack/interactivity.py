@@ -164,12 +164,14 @@ class Interactivity:
         enqueue: Callable[[Job], None],
         now: Callable[[], float] = time.time,
         reread_secret: Callable[[], str | None] | None = None,
+        origin_verify: str | None = None,
     ) -> None:
         self.signing_secret = signing_secret
         self.approvers = approvers
         self.enqueue = enqueue
         self.now = now
         self.reread_secret = reread_secret
+        self.origin_verify = origin_verify
 
     def verified(self, request: Inbound) -> bool:
         """The signature, with the cached secret, then (a fresh request that failed: the secret
@@ -188,7 +190,7 @@ class Interactivity:
 
     def handle(self, headers: Mapping[str, str], body: str | None, is_base64: bool) -> Reply:
         try:
-            request = screen(headers, body, is_base64)
+            request = screen(headers, body, is_base64, origin_verify=self.origin_verify)
         except Refused as exc:
             log.warning("slack request refused: %s", exc.reason)
             return Reply(exc.status, exc.reason)

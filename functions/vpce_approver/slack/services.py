@@ -63,6 +63,7 @@ class SlackServices:
             approvers=self.approvers,
             enqueue=self.enqueue,
             reread_secret=self.signing_reread.reread,
+            origin_verify=self.deps.settings.slack_origin_verify,
         )
 
     def worker(self) -> Worker:
