@@ -30,7 +30,14 @@ from hypothesis import strategies as st
 from reliability.conftest import Figures
 from reliability.scenario import UNKNOWN
 from vpce_approver.handlers import slack_interactivity
-from vpce_approver.slack.inbound import MAX_BODY_BYTES
+from vpce_approver.slack.inbound import (
+    MAX_BODY_BYTES,
+    SIGNATURE_RE,
+    TIMESTAMP_RE,
+    Inbound,
+    Refused,
+    screen,
+)
 from vpce_approver.tables import AuditItem
 from vpce_tools import slack_local
 from vpce_tools.emulator.world import EndpointService, Provider
@@ -98,6 +105,11 @@ def bodies(click: bytes) -> st.SearchStrategy[bytes]:
     )
 
 
+# Header text as a broken upstream could hand it over: lone surrogates (JSON can carry them),
+# digits of every script, control characters.
+odd_text = st.text(st.characters(categories=["Cs", "Nd", "No", "Cc", "Zs"]), max_size=40)
+
+
 def requests(click: bytes) -> st.SearchStrategy[Request]:
     """Three families: generated signature headers on a real click (the verifier's inputs),
     generated bodies and framing under real or wrong signatures (what lies behind it), and
@@ -108,6 +120,7 @@ def requests(click: bytes) -> st.SearchStrategy[Request]:
         st.text(alphabet=UNICODE_DIGITS + string.digits, min_size=1, max_size=30),
         st.floats(allow_nan=True).map(str),
         st.text(max_size=30),
+        odd_text,
         st.none(),
     )
     signatures = st.one_of(
@@ -115,6 +128,7 @@ def requests(click: bytes) -> st.SearchStrategy[Request]:
         st.text(alphabet="0123456789abcdefABCDEF", max_size=70).map(lambda h: "v0=" + h),
         st.text(min_size=64, max_size=64).map(lambda h: "v0=" + h),  # non-ASCII, right length
         st.text(max_size=80),
+        odd_text,
         st.binary(max_size=40).map(lambda b: b.decode("latin-1")),
         st.none(),
     )
@@ -124,10 +138,13 @@ def requests(click: bytes) -> st.SearchStrategy[Request]:
         st.sampled_from(["application/json", "text/plain", "multipart/form-data", ""]),
         st.none(),
         st.text(max_size=40),
+        odd_text,
     )
     framings = st.sampled_from(["base64", "plain", "not-base64", "missing", "null", "unencodable"])
     cases = st.sampled_from([str.lower, str.upper, str.title, lambda s: s])
-    extra = st.dictionaries(st.text(max_size=20), st.text(max_size=40), max_size=3)
+    extra = st.dictionaries(
+        st.text(max_size=20) | odd_text, st.text(max_size=40) | odd_text, max_size=3
+    )
     skews = st.sampled_from([0, -5, 30, -299, -301, 301, 10**6])
     headers_family = st.builds(
         Request,
@@ -280,3 +297,45 @@ def test_fuzzed_http_requests_are_refused_or_acted_on_correctly_never_an_error(
         + f"; no exception, no 5xx; {len(sent)} queued, all signed; {rereads} secret re-read(s)",
         verdict=verdict,
     )
+
+
+HEADER_VALUES = st.one_of(
+    odd_text, odd_text, st.text(max_size=80), st.just(FORM), st.just("expected-origin")
+)
+SCREENED = ["x-slack-request-timestamp", "x-slack-signature", "content-type", "x-origin-verify"]
+
+
+@given(
+    headers=st.one_of(
+        st.fixed_dictionaries(dict.fromkeys(SCREENED, HEADER_VALUES)),  # every screened header
+        st.builds(
+            lambda known, other: {**other, **known},
+            st.fixed_dictionaries({}, optional=dict.fromkeys(SCREENED, HEADER_VALUES)),
+            st.dictionaries(odd_text | st.text(max_size=20), HEADER_VALUES, max_size=3),
+        ),
+        st.none(),
+        st.lists(st.text(max_size=5), max_size=2),
+    ),
+    body=st.none() | odd_text | st.text(max_size=200) | st.binary(max_size=50),
+    is_base64=st.booleans() | st.none() | st.text(max_size=3),
+    origin=st.none() | st.just("expected-origin"),
+)
+@FAST
+def test_screening_only_ever_refuses_with_a_4xx(
+    headers: Any, body: Any, is_base64: Any, origin: str | None
+) -> None:
+    """The screening step alone, on inputs of any type (a future event shape, a test double):
+    an Inbound or a Refused with a 4xx, nothing else."""
+    outcome: Inbound | Refused
+    try:
+        outcome = screen(headers, body, is_base64, origin_verify=origin)
+    except Refused as exc:
+        outcome = exc
+    if isinstance(outcome, Refused):
+        assert 400 <= outcome.status < 500
+        return
+    request = outcome
+    assert TIMESTAMP_RE.fullmatch(request.timestamp)
+    assert SIGNATURE_RE.fullmatch(request.signature)
+    assert len(request.body) <= MAX_BODY_BYTES
+    request.body.decode("utf-8")

@@ -72,7 +72,7 @@ def screen(headers: Any, body: Any, is_base64: Any, *, origin_verify: str | None
     (CloudFront) adds as ORIGIN_HEADER; None when the route is not behind it."""
     lowered = _headers(headers)
     if origin_verify and not hmac.compare_digest(
-        lowered.get(ORIGIN_HEADER, "").encode(), origin_verify.encode()
+        lowered.get(ORIGIN_HEADER, "").encode("utf-8", "replace"), origin_verify.encode()
     ):
         raise Refused(403, "use the published interactivity URL")
     timestamp = lowered.get("x-slack-request-timestamp", "").strip()
