@@ -47,7 +47,7 @@ def editor_commands() -> Commands:
         ["registry", "list"],
         ["registry", "show", *grant],
         ["registry", "suspend", *grant],
-        ["registry", "remove", *grant],
+        ["registry", "remove", *grant, "--yes"],  # destructive: confirmed for a script
         ["registry", "export"],
     ]
 
