@@ -100,8 +100,10 @@ def _click_approve(slack_url: str, vpce: str) -> None:
     body = json.dumps(
         {"channel": "C0VPCEAPPROVALS", "ts": ts, "action_id": "approve", "user": "U0APPROVER"}
     ).encode()
+    # The click endpoint serves its own page only: send the per-start token the page carries.
+    token = page.split('<meta name="ui-token" content="', 1)[1].split('"', 1)[0]
     request = urllib.request.Request(
-        f"{slack_url}/_ui/click", body, {"Content-Type": "application/json"}
+        f"{slack_url}/_ui/click", body, {"Content-Type": "application/json", "X-UI-Token": token}
     )
     assert json.loads(urllib.request.urlopen(request, timeout=30).read())["status"] == 200
 
