@@ -2,7 +2,8 @@
 (notification, registry edit, Slack follow-up, sweep), so duplicates and reordering cannot do harm.
 
 Cost of a registry-hit Connect: 1 DescribeVpcEndpointConnections, 1 BatchGetItem (grants and the
-service's enrollment together), 1 BatchWriteItem (audit), 1 AcceptVpcEndpointConnections.
+service's enrollment together), 1 BatchWriteItem (audit: "requested"),
+1 AcceptVpcEndpointConnections, 1 BatchWriteItem (the same audit records: "done" / "failed:<code>").
 
 Fail closed: anything that raises before the Accept call leaves every connection pending and
 propagates, so the invocation is retried (then lands in its DLQ). Nothing is accepted on error.
@@ -350,7 +351,8 @@ def converge(
         report.outcomes.append(Outcome(conn, decision, "escalated"))
 
     by_id = {c.vpc_endpoint_id: (c, d) for c, d in decisions}
-    failures: list[AuditRecord] = []
+    failures: dict[str, str] = {}
+    succeeded: list[str] = []
     for action, ids, call in (
         (Action.ACCEPT, to_accept, deps.ec2.accept),
         (Action.REJECT, to_reject, deps.ec2.reject),
@@ -370,24 +372,15 @@ def converge(
                 failure.message,
             )
             report.outcomes.append(Outcome(conn, decision, f"failed:{failure.code}"))
-            failures.append(
-                _record(
-                    conn,
-                    decision,
-                    action=action.value,
-                    outcome=f"failed:{failure.code}",
-                    trigger=trigger,
-                    actor=actor,
-                    now=deps.clock(),
-                )
-            )
+            failures[failure.vpc_endpoint_id] = failure.code
+        succeeded.extend(result.succeeded)
         for vpce_id in result.succeeded:
             conn, decision = by_id[vpce_id]
             report.outcomes.append(Outcome(conn, decision, "done"))
             if conn.created is not None:
                 latency = (deps.clock() - conn.created).total_seconds() * 1000
                 deps.metrics.add_metric("DecisionLatency", "Milliseconds", max(latency, 0.0))
-    deps.audit.write(failures)
+    deps.audit.settle(records, succeeded, failures)  # "requested" -> done | failed:<code>
 
     for item in new_escalations:
         deps.port.opened(item)
@@ -472,7 +465,7 @@ def follow(
     closed = []
     now = deps.clock()
     for vpce_id, item in open_items.items():
-        outcome = outcome_for_state(states[vpce_id])
+        outcome = deps.audit.label(outcome_for_state(states[vpce_id]), vpce_id)
         if outcome is None:  # still pendingAcceptance: the escalation stays open
             continue
         settled = deps.escalations.settle(vpce_id, outcome=outcome, by=trigger, now=now)
