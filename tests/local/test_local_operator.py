@@ -146,6 +146,8 @@ def test_the_terminal_shows_one_line_per_event(
     [accepted] = [x for x in lines("decision") if first in x]
     assert "accept [allowed] -> requested via " in accepted  # the notification or the stream
     assert f"account {CONSUMER} is allowed by grant {svc.service_id}/{CONSUMER}" in accepted
+    # the call's answer is its own line, not a second decision
+    assert any(f"{first} ({CONSUMER}): accept -> done" in x for x in lines("result"))
     [escalated] = [x for x in lines("decision") if second in x]
     assert "escalate [over-limit]" in escalated
     assert "grant" in escalated
