@@ -1,8 +1,10 @@
 """The human decision, after the click was acknowledged (SQS -> SlackWorkerFunction -> here).
 
-Never trust the button: the endpoint ID in it only names an escalation; the escalation record says
-which service and consumer it is about, the click must come from that record's own message
-(channel + ts), and the connection's state is read again from EC2 before acting.
+Never trust the button, nor the queue: the clicker's workspace and approver status are checked
+again from the job (click_checks.recheck); the endpoint ID in the button only names an
+escalation; the escalation record says which service and consumer it is about, the click must
+come from that record's own posted message (channel + ts, both stored: click_checks), and the
+connection's state is read again from EC2 before acting.
 
 Exactly one action per escalation: the first click *claims* the record with a conditional write
 (claimed_by = slack:<user>#<job>; open and not claimed by another live job). A second click finds
@@ -27,6 +29,8 @@ from ..escalations import OPEN, SETTLED
 from ..model import Action, Connection, Grant, GrantStatus
 from ..registry import RegistryError
 from ..tables import EscalationItem
+from .approvers import Approvers
+from .click_checks import message_binding, recheck
 from .client import SlackError
 from .interactivity import Job
 from .messages import APPROVE, APPROVE_REGISTER, REJECT, outcome_line
@@ -48,9 +52,10 @@ HUMAN_OUTCOME = {
 
 
 class Worker:
-    def __init__(self, deps: Deps, port: SlackPort) -> None:
+    def __init__(self, deps: Deps, port: SlackPort, approvers: Approvers | None = None) -> None:
         self.deps = deps
         self.port = port
+        self.approvers = approvers or Approvers(deps.settings, port.api)
 
     # ------------------------------------------------------------------ entry point
     def handle(self, job: Job) -> str:
@@ -58,17 +63,17 @@ class Worker:
         a retry may fix (EC2, DynamoDB, Slack failing to show the outcome)."""
         if job.refusal:
             return self._refuse(job, job.refusal, job.refusal_message or "Not allowed.")
+        refusal = recheck(job, self.approvers)  # the job may not come from our endpoint
+        if refusal is not None:
+            return self._refuse(job, refusal.code, refusal.message)
         item = self._escalation(job.value)
         if item is None:
             return self._refuse(
                 job, "unknown-escalation", "This button names no escalation; nothing was done."
             )
-        if (item.slack_channel, item.slack_ts) != (job.channel, job.message_ts):
-            return self._refuse(
-                job,
-                "button-mismatch",
-                "This button does not belong to this message; nothing was done.",
-            )
+        unbound = message_binding(item, job)
+        if unbound is not None:
+            return self._refuse(job, unbound.code, unbound.message)
         claim = f"slack:{job.user}#{job.job_id}"
         if item.state != OPEN:
             return self._already(item, job, claim)
