@@ -21,9 +21,9 @@ from .audit import Audit, AuditRecord, stamp
 from .config import Settings
 from .ec2 import BatchResult, Ec2
 from .escalations import EscalationPort, Escalations
-from .model import Action, Connection, Decision, Grant, Reason
+from .model import Action, Connection, Decision, Grant
 from .policy import decide, matching_grants
-from .registry import Registry
+from .registry import Lookup, Registry
 from .tables import EscalationItem
 
 log = logging.getLogger("vpce_approver.converge")
@@ -129,26 +129,19 @@ class Report:
 
 def _decide_all(
     pending: Sequence[Connection],
-    grants: dict[tuple[str, str], Grant],
-    malformed: set[str],
+    found: Lookup,
     counts: Counter[str],
     deps: Deps,
     now: datetime,
 ) -> list[tuple[Connection, Decision]]:
+    """Decide in creation order, so a per-consumer limit admits the earliest connections.
+    CreationTimestamp has whole seconds: connections created in the same second keep the order
+    Describe returned them in (a stable sort), never the order of their random IDs."""
     decisions = []
-    # Oldest first, so a per-consumer limit admits the earliest connections.
-    for conn in sorted(pending, key=lambda c: (c.created or now, c.vpc_endpoint_id)):
-        if conn.owner in malformed:
-            decision = Decision(
-                Action.ESCALATE,
-                Reason.MALFORMED_GRANT,
-                f"account {conn.owner} has a malformed registry item; a human must decide",
-            )
-        else:
-            candidates = [g for k, g in grants.items() if k[1] == conn.owner]
-            decision = decide(
-                conn, candidates, counts[conn.owner], now, deps.settings.default_decision
-            )
+    for conn in sorted(pending, key=lambda c: c.created or now):
+        decision = decide(
+            conn, found.entries(conn.owner), counts[conn.owner], now, deps.settings.default_decision
+        )
         if decision.action is Action.ACCEPT:
             counts[conn.owner] += 1
         decisions.append((conn, decision))
@@ -244,14 +237,14 @@ def converge(
     if not pending:
         return report
 
-    managed, grants, errors = deps.registry.lookup([service_id], {c.owner for c in pending})
-    if service_id not in managed:
+    found = deps.registry.read([service_id], {c.owner for c in pending})
+    grants, errors = found.grants, found.errors
+    if service_id not in found.managed:
         report.managed = False
         log.warning("service %s is not managed by this deployment: ignored", service_id)
         deps.metrics.add_metric("IgnoredService", "Count", 1)
         return report
     report.registry_errors = errors
-    malformed = set(errors)
     for error in errors.values():
         log.error("refusing malformed registry item: %s", error)
     if errors:
@@ -259,7 +252,7 @@ def converge(
 
     now = deps.clock()
     counts = _limit_counts(service_id, pending, grants, deps)
-    decisions = _decide_all(pending, grants, malformed, counts, deps, now)
+    decisions = _decide_all(pending, found, counts, deps, now)
     shadow = deps.settings.shadow_mode
 
     records: list[AuditRecord] = []
@@ -418,17 +411,18 @@ def preview(service_id: str, connections: Sequence[Connection], deps: Deps) -> P
     """The decision each connection would get now (a settled one is judged as if it were
     pendingAcceptance, so a caller can say what the registry says about it)."""
     conns = [c for c in connections if c.service_id == service_id]
-    managed, grants, errors = deps.registry.lookup([service_id], {c.owner for c in conns})
+    found = deps.registry.read([service_id], {c.owner for c in conns})
+    grants, errors = found.grants, found.errors
     as_pending = [replace(c, state="pendingAcceptance") for c in conns]
     now = deps.clock()
     counts = _limit_counts(service_id, as_pending, grants, deps)
     for conn in conns:  # a live connection being judged must not count against itself
         if conn.live and counts[conn.owner] > 0:
             counts[conn.owner] -= 1
-    decisions = _decide_all(as_pending, grants, set(errors), counts, deps, now)
+    decisions = _decide_all(as_pending, found, counts, deps, now)
     real = {c.vpc_endpoint_id: c for c in conns}
     return Preview(
-        managed=service_id in managed,
+        managed=service_id in found.managed,
         decisions=[(real[c.vpc_endpoint_id], d) for c, d in decisions],
         grants=grants,
         registry_errors=errors,
