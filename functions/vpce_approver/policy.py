@@ -151,3 +151,32 @@ def decide(
     return Decision(
         Action.ACCEPT, Reason.ALLOWED, f"{who} is allowed by grant {grant.label}", grant
     )
+
+
+def restrictions(
+    service_id: str, consumer: str, entries: Iterable[Entry], now: datetime
+) -> list[str]:
+    """What an unrestricted allow grant written at (service_id, consumer) would lift: Slack's
+    Approve & register must never do that silently. The service's own item is what the new
+    grant replaces; without one, the `*` grant is what it would override for this service."""
+    mine = [e for e in entries if e.consumer == consumer]
+    specific = next((e for e in mine if e.service_id == service_id), None)
+    wildcard = next((e for e in mine if e.service_id == WILDCARD_SERVICE), None)
+    entry = specific if specific is not None else wildcard
+    if entry is None:
+        return []
+    if isinstance(entry, MalformedItem):
+        return [f"registry item {entry.label} is malformed ({entry.field})"]
+    found = []
+    if entry.status is GrantStatus.DENY:
+        lapsed = " (expired)" if entry.expired(now) else ""
+        found.append(f"grant {entry.label} is a deny{lapsed}")
+    elif entry.status is GrantStatus.SUSPENDED:
+        found.append(f"grant {entry.label} is suspended")
+    if entry.expires_at is not None:
+        found.append(f"grant {entry.label} expires at {entry.expires_at.isoformat()}")
+    if entry.max_endpoints is not None:
+        found.append(f"grant {entry.label} allows at most {entry.max_endpoints} endpoint(s)")
+    if entry.regions:
+        found.append(f"grant {entry.label} allows only {', '.join(sorted(entry.regions))}")
+    return found

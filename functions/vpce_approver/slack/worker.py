@@ -25,8 +25,9 @@ from ..audit import AuditRecord, stamp
 from ..converge import Deps, outcome_for_state
 from ..escalations import OPEN, SETTLED
 from ..model import Action, Connection, Grant, GrantStatus
-from ..registry import RegistryError
+from ..policy import restrictions
 from ..tables import EscalationItem
+from . import registry_check
 from .client import SlackError
 from .interactivity import Job
 from .messages import APPROVE, APPROVE_REGISTER, REJECT, outcome_line
@@ -113,6 +114,11 @@ class Worker:
                 self._ephemeral(job, f"Already settled: {outcome_line(settled)}. Nothing was done.")
             return "already-settled"
 
+        refusal = registry_check.check(self.deps, conn, job.action)
+        if refusal is not None:  # the registry's word, read now: a live deny, a restriction
+            self._release(item.vpc_endpoint_id, claim)
+            return self._refuse(job, refusal.code, refusal.message)
+
         action = Action.REJECT if job.action == REJECT else Action.ACCEPT
         verb = "rejected" if action is Action.REJECT else "approved"
         self._audit(
@@ -153,14 +159,26 @@ class Worker:
 
     def _register(self, item: EscalationItem, job: Job) -> bool:
         """Approve & register: an allow grant for (service, consumer), keeping the owner, note
-        and principals of any grant already there. Written after the Accept, so the registry
-        stream's converge finds nothing left to race for."""
+        and principals of an unrestricted allow grant already there. Written after the Accept,
+        so the registry stream's converge finds nothing left to race for. A restriction that
+        appeared since the check before the Accept is never lifted: the grant is not written."""
         now = self.deps.clock()
         registry = self.deps.registry
-        try:
-            existing = registry.get(item.service_id, item.consumer)
-        except RegistryError:
-            existing = None  # a malformed item is replaced by a clean grant
+        items = registry_check.entries(self.deps, item.service_id, item.consumer)
+        lifted = restrictions(item.service_id, item.consumer, items, now)
+        if lifted:
+            log.warning(
+                "approve & register of %s: not registered: %s", item.vpc_endpoint_id, lifted
+            )
+            self._ephemeral(
+                job,
+                "Approved this connection; the grant was not registered, it would lift: "
+                + "; ".join(lifted),
+            )
+            return False
+        existing = next(
+            (g for g in items if isinstance(g, Grant) and g.service_id == item.service_id), None
+        )
         principals = (existing.principals if existing else ()) or (
             f"arn:aws:iam::{item.consumer}:root",
         )
