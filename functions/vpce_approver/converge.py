@@ -21,9 +21,11 @@ from .audit import Audit, AuditRecord, stamp
 from .config import Settings
 from .ec2 import BatchResult, Ec2
 from .escalations import EscalationPort, Escalations
-from .model import Action, Connection, Decision, Grant
-from .policy import decide, matching_grants
+from .limits import Held, Leases, limited_consumers, live_counts
+from .model import Action, Connection, Decision, Grant, Reason
+from .policy import decide
 from .registry import Lookup, Registry
+from .revalidate import revoked_after_accept
 from .tables import EscalationItem
 
 log = logging.getLogger("vpce_approver.converge")
@@ -64,6 +66,7 @@ class Deps:
     settings: Settings
     metrics: MetricSink = field(default_factory=NoMetrics)
     clock: Callable[[], datetime] = utcnow
+    leases: Leases = field(default_factory=Leases)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,11 +114,13 @@ class Report:
     @property
     def retryable(self) -> list[str]:
         """Endpoints whose Accept/Reject failed for a reason that may pass (throttling, an
-        internal error): the trigger should be retried rather than wait for the next sweep."""
+        internal error), or deferred because another converge held the consumer's limit lease:
+        the trigger should be retried rather than wait for the next sweep."""
         return [
             o.connection.vpc_endpoint_id
             for o in self.outcomes
-            if o.result.startswith("failed:") and o.result[len("failed:") :] not in SETTLED_CODES
+            if o.result == "deferred"
+            or (o.result.startswith("failed:") and o.result[len("failed:") :] not in SETTLED_CODES)
         ]
 
     def summary(self) -> dict[str, object]:
@@ -149,23 +154,20 @@ def _decide_all(
 
 
 def _limit_counts(
-    service_id: str, pending: Sequence[Connection], grants: dict[tuple[str, str], Grant], deps: Deps
+    service_id: str,
+    pending: Sequence[Connection],
+    found: Lookup,
+    deps: Deps,
+    held: Held | None = None,
 ) -> Counter[str]:
     """Live (pending/available) connections per consumer, read only for consumers whose deciding
-    grant has a max_endpoints limit (one extra Describe, none on the common path)."""
-    limited = set()
-    for conn in pending:
-        specific, wildcard = matching_grants(conn, grants.values())
-        grant = specific or wildcard
-        if grant is not None and grant.max_endpoints is not None:
-            limited.add(conn.owner)
-    counts: Counter[str] = Counter()
-    if limited:
-        for conn in deps.ec2.connections(
-            service_id, states=["pending", "available"], owners=limited
-        ):
-            counts[conn.owner] += 1
-    return counts
+    grant has a max_endpoints limit (one extra Describe, none on the common path). Every state
+    is read, so a connection accepted lately under the lease counts even if Describe lags."""
+    limited = limited_consumers(pending, found.entries)
+    if not limited:
+        return Counter()
+    conns = deps.ec2.connections(service_id, owners=limited)
+    return live_counts(conns, held, deciding={c.vpc_endpoint_id for c in pending})
 
 
 def _record(
@@ -227,18 +229,13 @@ def converge(
     wanted = set(endpoint_ids) if endpoint_ids is not None else None
     # Filter client-side as well: the vpc-endpoint-id filter is unreliable server-side, and
     # the state filter is re-checked so a stale page can never be accepted.
-    pending = [
-        c
-        for c in pending
-        if c.pending_acceptance
-        and c.service_id == service_id
-        and (wanted is None or c.vpc_endpoint_id in wanted)
-    ]
+    waiting = [c for c in pending if c.pending_acceptance and c.service_id == service_id]
+    pending = [c for c in waiting if wanted is None or c.vpc_endpoint_id in wanted]
     if not pending:
         return report
 
     found = deps.registry.read([service_id], {c.owner for c in pending})
-    grants, errors = found.grants, found.errors
+    errors = found.errors
     if service_id not in found.managed:
         report.managed = False
         log.warning("service %s is not managed by this deployment: ignored", service_id)
@@ -250,8 +247,51 @@ def converge(
     if errors:
         deps.metrics.add_metric("MalformedGrants", "Count", len(errors))
 
+    # A limit admits the earliest connections: a limited consumer's waiting connections are all
+    # decided together, in creation order, under its limit lease (limits.py), not only those named.
+    limited = limited_consumers(pending, found.entries)
+    if not limited:
+        return _act(service_id, pending, found, deps, report, None, trigger=trigger, actor=actor)
+    named = {c.vpc_endpoint_id for c in pending}
+    pending = [
+        *pending,
+        *(c for c in waiting if c.owner in limited and c.vpc_endpoint_id not in named),
+    ]
+    with deps.leases.holding(service_id, limited, deps.clock) as held:
+        for conn in pending:
+            if conn.owner in limited and conn.owner not in held.consumers:
+                busy = Decision(
+                    Action.NONE,
+                    Reason.LIMIT_BUSY,
+                    f"another converge is deciding account {conn.owner}'s connections (limit"
+                    " lease); left pending and retried",
+                )
+                report.outcomes.append(Outcome(conn, busy, "deferred"))
+        # Accepted under the lease a moment ago but still pendingAcceptance in Describe (EC2 reads
+        # lag): already decided, and counted as live by _limit_counts.
+        pending = [
+            c
+            for c in pending
+            if c.owner not in limited
+            or (c.owner in held.consumers and c.vpc_endpoint_id not in held.recent(c.owner))
+        ]
+        return _act(service_id, pending, found, deps, report, held, trigger=trigger, actor=actor)
+
+
+def _act(
+    service_id: str,
+    pending: Sequence[Connection],
+    found: Lookup,
+    deps: Deps,
+    report: Report,
+    held: Held | None,
+    *,
+    trigger: str,
+    actor: str,
+) -> Report:
+    """Decide, record and act (under the limit leases in `held`, if any)."""
     now = deps.clock()
-    counts = _limit_counts(service_id, pending, grants, deps)
+    counts = _limit_counts(service_id, pending, found, deps, held)
     decisions = _decide_all(pending, found, counts, deps, now)
     shadow = deps.settings.shadow_mode
 
@@ -380,6 +420,18 @@ def converge(
             if conn.created is not None:
                 latency = (deps.clock() - conn.created).total_seconds() * 1000
                 deps.metrics.add_metric("DecisionLatency", "Milliseconds", max(latency, 0.0))
+        if action is Action.ACCEPT and result.succeeded:
+            accepted = [by_id[v][0] for v in result.succeeded]
+            for conn in accepted:
+                if held is not None:
+                    held.record_accepted(conn.owner, [conn.vpc_endpoint_id])
+            # Read the registry again: an edit between our read and the Accept is undone now.
+            again = deps.registry.read([service_id], {c.owner for c in accepted})
+            revoked = revoked_after_accept(
+                accepted, again, deps.clock(), deps.settings.default_decision
+            )
+            if revoked:
+                _undo(revoked, report, to_reject, by_id, deps, trigger=trigger, actor=actor)
     deps.audit.write(failures)
 
     for item in new_escalations:
@@ -395,6 +447,35 @@ def converge(
             deps.metrics.add_metric(name, "Count", n)
     log.info("converged %s", service_id, extra={"converge": report.summary()})
     return report
+
+
+def _undo(
+    revoked: Sequence[tuple[Connection, Decision]],
+    report: Report,
+    to_reject: list[str],
+    by_id: dict[str, tuple[Connection, Decision]],
+    deps: Deps,
+    *,
+    trigger: str,
+    actor: str,
+) -> None:
+    """Accepted on a grant edited meanwhile: queue the reject (audited before the call)."""
+    gone = {c.vpc_endpoint_id for c, _ in revoked}
+    report.outcomes = [
+        o
+        for o in report.outcomes
+        if o.decision.action is not Action.ACCEPT or o.connection.vpc_endpoint_id not in gone
+    ]
+    now = deps.clock()
+    deps.audit.write(
+        _record(c, d, action="reject", outcome="requested", trigger=trigger, actor=actor, now=now)
+        for c, d in revoked
+    )
+    for conn, decision in revoked:
+        log.warning("%s: %s", conn.vpc_endpoint_id, decision.reason)
+        by_id[conn.vpc_endpoint_id] = (conn, decision)
+        to_reject.append(conn.vpc_endpoint_id)
+    deps.metrics.add_metric("RejectedAfterGrantChange", "Count", len(revoked))
 
 
 @dataclass(frozen=True, slots=True)
@@ -415,10 +496,7 @@ def preview(service_id: str, connections: Sequence[Connection], deps: Deps) -> P
     grants, errors = found.grants, found.errors
     as_pending = [replace(c, state="pendingAcceptance") for c in conns]
     now = deps.clock()
-    counts = _limit_counts(service_id, as_pending, grants, deps)
-    for conn in conns:  # a live connection being judged must not count against itself
-        if conn.live and counts[conn.owner] > 0:
-            counts[conn.owner] -= 1
+    counts = _limit_counts(service_id, as_pending, found, deps)
     decisions = _decide_all(as_pending, found, counts, deps, now)
     real = {c.vpc_endpoint_id: c for c in conns}
     return Preview(

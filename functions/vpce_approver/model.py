@@ -138,6 +138,8 @@ class Reason(enum.StrEnum):
     WRONG_REGION = "wrong-region"
     NOT_PENDING = "not-pending"
     MALFORMED_GRANT = "malformed-grant"
+    GRANT_CHANGED = "grant-changed"  # edited between the decision and the Accept: rejected
+    LIMIT_BUSY = "limit-busy"  # another converge holds the consumer's limit lease: deferred
     HUMAN = "human"
 
 
