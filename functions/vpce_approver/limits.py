@@ -64,7 +64,7 @@ class LeaseItem(Model):
     vpc_endpoint_id = UnicodeAttribute(hash_key=True)  # lease_key(...)
     holder = UnicodeAttribute(null=True)
     lease_until = NumberAttribute(null=True)  # epoch seconds
-    recent = ListAttribute[str](null=True)  # a list of strings  # "<vpce-id> <epoch>" accepted lately
+    recent = ListAttribute[str](null=True)  # "<vpce-id> <epoch>": accepted lately
     updated_at = UnicodeAttribute(null=True)
 
 
