@@ -21,7 +21,7 @@ from .audit import Audit, AuditRecord, stamp
 from .config import Settings
 from .ec2 import BatchResult, Ec2
 from .escalations import EscalationPort, Escalations
-from .limits import Held, Leases, limited_consumers, live_counts
+from .limits import Leases, limited_consumers, live_counts
 from .model import Action, Connection, Decision, Grant, Reason
 from .policy import decide
 from .registry import Lookup, Registry
@@ -158,16 +158,15 @@ def _limit_counts(
     pending: Sequence[Connection],
     found: Lookup,
     deps: Deps,
-    held: Held | None = None,
 ) -> Counter[str]:
     """Live (pending/available) connections per consumer, read only for consumers whose deciding
-    grant has a max_endpoints limit (one extra Describe, none on the common path). Every state
-    is read, so a connection accepted lately under the lease counts even if Describe lags."""
+    grant has a max_endpoints limit (one extra Describe, none on the common path); converge
+    holds their limit leases while it counts, decides and accepts."""
     limited = limited_consumers(pending, found.entries)
     if not limited:
         return Counter()
-    conns = deps.ec2.connections(service_id, owners=limited)
-    return live_counts(conns, held, deciding={c.vpc_endpoint_id for c in pending})
+    conns = deps.ec2.connections(service_id, states=["pending", "available"], owners=limited)
+    return live_counts(conns, deciding={c.vpc_endpoint_id for c in pending})
 
 
 def _record(
@@ -251,12 +250,9 @@ def converge(
     # decided together, in creation order, under its limit lease (limits.py), not only those named.
     limited = limited_consumers(pending, found.entries)
     if not limited:
-        return _act(service_id, pending, found, deps, report, None, trigger=trigger, actor=actor)
+        return _act(service_id, pending, found, deps, report, trigger=trigger, actor=actor)
     named = {c.vpc_endpoint_id for c in pending}
-    pending = [
-        *pending,
-        *(c for c in waiting if c.owner in limited and c.vpc_endpoint_id not in named),
-    ]
+    pending = [c for c in waiting if c.vpc_endpoint_id in named or c.owner in limited]
     with deps.leases.holding(service_id, limited, deps.clock) as held:
         for conn in pending:
             if conn.owner in limited and conn.owner not in held.consumers:
@@ -267,15 +263,8 @@ def converge(
                     " lease); left pending and retried",
                 )
                 report.outcomes.append(Outcome(conn, busy, "deferred"))
-        # Accepted under the lease a moment ago but still pendingAcceptance in Describe (EC2 reads
-        # lag): already decided, and counted as live by _limit_counts.
-        pending = [
-            c
-            for c in pending
-            if c.owner not in limited
-            or (c.owner in held.consumers and c.vpc_endpoint_id not in held.recent(c.owner))
-        ]
-        return _act(service_id, pending, found, deps, report, held, trigger=trigger, actor=actor)
+        pending = [c for c in pending if c.owner not in limited or c.owner in held.consumers]
+        return _act(service_id, pending, found, deps, report, trigger=trigger, actor=actor)
 
 
 def _act(
@@ -284,14 +273,13 @@ def _act(
     found: Lookup,
     deps: Deps,
     report: Report,
-    held: Held | None,
     *,
     trigger: str,
     actor: str,
 ) -> Report:
-    """Decide, record and act (under the limit leases in `held`, if any)."""
+    """Decide, record and act (under the limit leases converge holds, if any)."""
     now = deps.clock()
-    counts = _limit_counts(service_id, pending, found, deps, held)
+    counts = _limit_counts(service_id, pending, found, deps)
     decisions = _decide_all(pending, found, counts, deps, now)
     shadow = deps.settings.shadow_mode
 
@@ -422,9 +410,6 @@ def _act(
                 deps.metrics.add_metric("DecisionLatency", "Milliseconds", max(latency, 0.0))
         if action is Action.ACCEPT and result.succeeded:
             accepted = [by_id[v][0] for v in result.succeeded]
-            for conn in accepted:
-                if held is not None:
-                    held.record_accepted(conn.owner, [conn.vpc_endpoint_id])
             # Read the registry again: an edit between our read and the Accept is undone now.
             again = deps.registry.read([service_id], {c.owner for c in accepted})
             revoked = revoked_after_accept(

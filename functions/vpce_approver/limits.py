@@ -17,9 +17,9 @@ table (not the registry, whose stream drives grants; not the append-only audit t
 `state` and so never appears in the `by_state` index; it needs no new table, index or permission
 (UpdateItem on the escalations table, which every converging function already has).
 
-The count under the lease reads every state of the consumer's connections: a connection this
-deployment accepted a moment ago counts even if Describe still shows it pendingAcceptance (EC2 reads
-are eventually consistent), because the lease remembers what its last holder accepted.
+A Describe that still shows a connection accepted a moment ago as pendingAcceptance (EC2 reads are
+eventually consistent) cannot over-admit either: the connection is then decided again, in creation
+order, before any later one, so it takes its place under the limit.
 """
 
 from __future__ import annotations
@@ -32,9 +32,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
-from pynamodb.attributes import ListAttribute, NumberAttribute, UnicodeAttribute
+from pynamodb.attributes import NumberAttribute, UnicodeAttribute
 from pynamodb.exceptions import UpdateError
 from pynamodb.models import Model
 
@@ -47,7 +46,6 @@ log = logging.getLogger("vpce_approver.limits")
 LEASE_TTL = timedelta(minutes=5)  # > the longest function timeout (the sweep's 280 s)
 LEASE_WAIT = 10.0  # seconds a converge waits for another one's lease before deferring
 POLL = 0.05
-RECENT = timedelta(minutes=5)  # how long an accepted ID counts even if Describe lags
 
 
 def lease_key(service_id: str, consumer: str) -> str:
@@ -64,7 +62,6 @@ class LeaseItem(Model):
     vpc_endpoint_id = UnicodeAttribute(hash_key=True)  # lease_key(...)
     holder = UnicodeAttribute(null=True)
     lease_until = NumberAttribute(null=True)  # epoch seconds
-    recent = ListAttribute[str](null=True)  # "<vpce-id> <epoch>": accepted lately
     updated_at = UnicodeAttribute(null=True)
 
 
@@ -93,43 +90,17 @@ def limited_consumers(
 
 @dataclass
 class Held:
-    """The leases one converge holds, and what was accepted under them lately (`recent`)."""
+    """The leases one converge holds."""
 
     service_id: str
     holder: str
     consumers: set[str] = field(default_factory=set)
-    previous: dict[str, list[str]] = field(default_factory=dict)  # "<vpce-id> <epoch>" entries
-    accepted: dict[str, list[str]] = field(default_factory=dict)  # accepted under this hold
-
-    def recent(self, consumer: str) -> set[str]:
-        """IDs accepted under this consumer's lease lately (by us or an earlier holder)."""
-        return {e.partition(" ")[0] for e in self.previous.get(consumer, [])} | set(
-            self.accepted.get(consumer, [])
-        )
-
-    def record_accepted(self, consumer: str, vpce_ids: Iterable[str]) -> None:
-        if consumer in self.consumers:
-            self.accepted.setdefault(consumer, []).extend(vpce_ids)
 
 
-def live_counts(
-    connections: Iterable[Connection], held: Held | None, deciding: Iterable[str] = ()
-) -> Counter[str]:
-    """Live (pending/available) connections per consumer, counting as live a connection accepted
-    under the lease lately that Describe still shows pendingAcceptance (EC2 reads lag)."""
+def live_counts(connections: Iterable[Connection], deciding: Iterable[str] = ()) -> Counter[str]:
+    """Live (pending/available) connections per consumer, not counting those being decided."""
     skip = set(deciding)
-    counts: Counter[str] = Counter()
-    for conn in connections:
-        if conn.vpc_endpoint_id in skip:
-            continue
-        stale = (
-            held is not None
-            and conn.pending_acceptance
-            and (conn.vpc_endpoint_id in held.recent(conn.owner))
-        )
-        if conn.live or stale:
-            counts[conn.owner] += 1
-    return counts
+    return Counter(c.owner for c in connections if c.live and c.vpc_endpoint_id not in skip)
 
 
 class Leases:
@@ -139,8 +110,8 @@ class Leases:
         self.wait = LEASE_WAIT if wait is None else wait
         self.sleep = sleep
 
-    def _try(self, service_id: str, consumer: str, holder: str, now: datetime) -> list[str] | None:
-        """Take the lease: its `recent` entries still within the horizon, or None if held."""
+    def _try(self, service_id: str, consumer: str, holder: str, now: datetime) -> bool:
+        """Take the lease; False when another live converge holds it."""
         model = _model()
         until = int((now + LEASE_TTL).timestamp())
         item = model(lease_key(service_id, consumer))
@@ -157,10 +128,9 @@ class Leases:
             )
         except UpdateError as exc:
             if getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException":
-                return None
+                return False
             raise
-        horizon = (now - RECENT).timestamp()
-        return [e for e in item.recent or [] if _entry_time(e) >= horizon]
+        return True
 
     def acquire(
         self, service_id: str, consumers: Iterable[str], now: Callable[[], datetime]
@@ -173,12 +143,10 @@ class Leases:
         while wanted:
             busy = []
             for consumer in wanted:
-                previous = self._try(service_id, consumer, held.holder, now())
-                if previous is None:
+                if self._try(service_id, consumer, held.holder, now()):
+                    held.consumers.add(consumer)
+                else:
                     busy.append(consumer)
-                    continue
-                held.consumers.add(consumer)
-                held.previous[consumer] = previous
             wanted = busy
             if not wanted or time.monotonic() >= deadline:
                 break
@@ -187,19 +155,14 @@ class Leases:
             log.warning("limit lease busy for %s on %s: deferred", wanted, service_id)
         return held
 
-    def release(self, held: Held, now: datetime) -> None:
-        """Give every lease back, remembering what was accepted under it lately."""
+    def release(self, held: Held) -> None:
+        """Give every lease back (only if still ours: it may have expired and been taken)."""
         model = _model()
-        stamp = int(now.timestamp())
         for consumer in sorted(held.consumers):
-            entries = held.previous.get(consumer, []) + [
-                f"{v} {stamp}" for v in held.accepted.get(consumer, [])
-            ]
-            actions: list[Any] = [model.holder.remove(), model.lease_until.remove()]
-            actions.append(model.recent.set(entries) if entries else model.recent.remove())
             try:
                 model(lease_key(held.service_id, consumer)).update(
-                    actions=actions, condition=model.holder == held.holder
+                    actions=[model.holder.remove(), model.lease_until.remove()],
+                    condition=model.holder == held.holder,
                 )
             except UpdateError as exc:
                 if getattr(exc, "cause_response_code", None) != "ConditionalCheckFailedException":
@@ -215,13 +178,6 @@ class Leases:
             yield held
         finally:
             try:
-                self.release(held, now())
+                self.release(held)
             except Exception:  # the lease then expires after LEASE_TTL; never mask the outcome
                 log.exception("releasing the limit leases of %s failed", service_id)
-
-
-def _entry_time(entry: str) -> float:
-    try:
-        return float(entry.partition(" ")[2])
-    except ValueError:
-        return 0.0
