@@ -460,7 +460,7 @@ def _undo(
         log.warning("%s: %s", conn.vpc_endpoint_id, decision.reason)
         by_id[conn.vpc_endpoint_id] = (conn, decision)
         to_reject.append(conn.vpc_endpoint_id)
-    deps.metrics.add_metric("RejectedAfterGrantChange", "Count", len(revoked))
+    deps.metrics.add_metric("Revoked", "Count", len(revoked))  # access taken away, like revocation
 
 
 @dataclass(frozen=True, slots=True)
