@@ -253,6 +253,8 @@ def converge(
         return _act(service_id, pending, found, deps, report, trigger=trigger, actor=actor)
     named = {c.vpc_endpoint_id for c in pending}
     pending = [c for c in waiting if c.vpc_endpoint_id in named or c.owner in limited]
+    if deps.settings.shadow_mode:  # acts on nothing: nothing to guard
+        return _act(service_id, pending, found, deps, report, trigger=trigger, actor=actor)
     with deps.leases.holding(service_id, limited, deps.clock) as held:
         for conn in pending:
             if conn.owner in limited and conn.owner not in held.consumers:
