@@ -21,6 +21,7 @@ from vpce_approver.model import Grant, GrantStatus
 from vpce_approver.registry import Undecodable, scan_items
 from vpce_approver.tables import AuditItem
 from vpce_tools.emulator.world import Consumer, EndpointService, Provider
+from vpce_tools.faults import Injector
 from vpce_tools.slack_local import LocalSlack
 
 SOON = datetime.now(UTC) + timedelta(days=3)
@@ -155,3 +156,23 @@ def _items() -> list[str]:
     return sorted(
         str(i.raw if isinstance(i, Undecodable) else i.attribute_values) for i in scan_items()
     )
+
+
+def test_a_deny_written_while_the_approval_is_acted_on_is_undone_at_once(
+    local: LocalSlack, service: EndpointService, consumer: Consumer, provider: Provider
+) -> None:
+    """The deny is injected exactly between the worker's registry check and its Accept: the
+    connection must not stay available; it is rejected at once and the approver is told."""
+    vpce = escalate(local, service, consumer)
+    deny = grant(service.service_id, status=GrantStatus.DENY, principals=())
+    with Injector(local.deps().ec2.client) as faults:
+        fault = faults.before("AcceptVpcEndpointConnections", lambda: put(local, deny))
+        click(local, vpce, "approve")
+    assert fault.injected == 1
+    assert state(provider, vpce) == "rejected"
+    assert escalation(vpce).outcome == "rejected"
+    [reply] = local.fake.ephemerals_for(APPROVER)
+    assert "denied in the registry meanwhile" in reply
+    trail = [(i.action, i.code) for i in AuditItem.query(vpce)]
+    assert ("accept", "human") in trail
+    assert ("reject", "grant-changed") in trail

@@ -149,13 +149,51 @@ class Worker:
             return f"failed:{failure.code}"
 
         outcome = "rejected" if action is Action.REJECT else "approved"
-        if job.action == APPROVE_REGISTER and self._register(item, job):
+        by = f"slack:{job.user}"
+        if action is Action.ACCEPT and self._denied_meanwhile(item, conn, job):
+            outcome, by = "rejected", "policy"  # a deny written between the check and the Accept
+        elif job.action == APPROVE_REGISTER and self._register(item, job):
             outcome = "approved-registered"
-        self._settle(item.vpc_endpoint_id, claim, outcome, by=f"slack:{job.user}")
+        self._settle(item.vpc_endpoint_id, claim, outcome, by=by)
         if not self.port.show(item.vpc_endpoint_id):
             # The decision is made and recorded; a retry of this job only repaints the message.
             raise SlackError("chat.update", "outcome not shown")
         return outcome
+
+    def _denied_meanwhile(self, item: EscalationItem, conn: Connection, job: Job) -> bool:
+        """Read the registry again right after the Accept (as converge does): a deny written
+        since the check before it is never left accepted; the connection is rejected at once."""
+        refusal = registry_check.check(self.deps, conn, APPROVE)
+        if refusal is None or refusal.code != "denied":
+            return False
+        reason = f"a deny was written while the approval was acted on: {refusal.message}"
+        self.deps.audit.write(
+            [
+                AuditRecord(
+                    subject=item.vpc_endpoint_id,
+                    action="reject",
+                    actor="policy",
+                    at=self.deps.clock(),
+                    code="grant-changed",
+                    reason=reason,
+                    trigger=TRIGGER,
+                    outcome="requested",
+                    service_id=item.service_id,
+                    vpc_endpoint_id=item.vpc_endpoint_id,
+                    consumer=item.consumer,
+                    region=item.region,
+                )
+            ]
+        )
+        result = self.deps.ec2.reject(item.service_id, [item.vpc_endpoint_id])
+        if result.failed:  # the sweep's drift check reports it (and revokes when asked to)
+            log.error("rejecting %s after a late deny failed: %s", conn.vpc_endpoint_id, result)
+        self._ephemeral(
+            job,
+            f"Approved, but account {item.consumer} was denied in the registry meanwhile: the"
+            " connection was rejected at once.",
+        )
+        return not result.failed
 
     def _register(self, item: EscalationItem, job: Job) -> bool:
         """Approve & register: an allow grant for (service, consumer), keeping the owner, note
