@@ -412,11 +412,7 @@ def _act(
                 deps.metrics.add_metric("DecisionLatency", "Milliseconds", max(latency, 0.0))
         if action is Action.ACCEPT and result.succeeded:
             accepted = [by_id[v][0] for v in result.succeeded]
-            # Read the registry again: an edit between our read and the Accept is undone now.
-            again = deps.registry.read([service_id], {c.owner for c in accepted})
-            revoked = revoked_after_accept(
-                accepted, again, deps.clock(), deps.settings.default_decision
-            )
+            revoked = _revalidate(service_id, accepted, deps)
             if revoked:
                 _undo(revoked, report, to_reject, by_id, deps, trigger=trigger, actor=actor)
     deps.audit.write(failures)
@@ -434,6 +430,22 @@ def _act(
             deps.metrics.add_metric(name, "Count", n)
     log.info("converged %s", service_id, extra={"converge": report.summary()})
     return report
+
+
+def _revalidate(
+    service_id: str, accepted: Sequence[Connection], deps: Deps
+) -> list[tuple[Connection, Decision]]:
+    """Read the registry again right after the Accept (revalidate.py): what an edit made
+    meanwhile takes away. If that read fails, the rest of the converge still runs (escalations
+    posted, failures audited): a retry could not re-check either, since the connections are no
+    longer pending; the failure is logged and counted, and the sweep's drift check remains."""
+    try:
+        again = deps.registry.read([service_id], {c.owner for c in accepted})
+    except Exception:
+        log.exception("re-reading the registry after an Accept on %s failed", service_id)
+        deps.metrics.add_metric("Errors", "Count", 1)
+        return []
+    return revoked_after_accept(accepted, again, deps.clock(), deps.settings.default_decision)
 
 
 def _undo(

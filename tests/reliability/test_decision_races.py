@@ -18,14 +18,21 @@ from typing import Any
 
 import pytest
 
-from conftest import CONSUMER, grant
+from conftest import CONSUMER, OTHER, grant
 from reliability.conftest import Figures, tally
 from vpce_approver.converge import Deps, Report, converge
 from vpce_approver.limits import LeaseItem
 from vpce_approver.model import Connection, GrantStatus
 from vpce_approver.tables import AuditItem, EscalationItem, RegistryItem
 from vpce_tools.emulator.world import EndpointService, Provider
-from vpce_tools.faults import Injector, check_deployment
+from vpce_tools.faults import (
+    Injector,
+    RecordingPort,
+    check_deployment,
+    model_client,
+    no_sleep,
+    table_is,
+)
 from vpce_tools.stack import LocalDeployment
 from vpce_tools.stream_poller import registry_poller
 
@@ -305,3 +312,40 @@ def _every_lease_released(deployment: LocalDeployment) -> Iterator[None]:
     yield
     leases = [i for i in LeaseItem.scan() if str(i.vpc_endpoint_id).startswith("#limit#")]
     assert [i.vpc_endpoint_id for i in leases if i.holder] == []
+
+
+def test_a_failed_re_read_after_the_accept_loses_nothing(
+    deployment: LocalDeployment, provider: Provider, service: EndpointService, figures: Figures
+) -> None:
+    """The registry read right after the Accept fails (beyond retries): the rest of the converge
+    still runs (the escalation opened in the same converge is posted), nothing is lost."""
+    port = RecordingPort()
+    deps = deployment.deps(port=port)
+    sid = service.service_id
+    put(deps, grant(sid))
+    ok = provider.consumer(CONSUMER).create_endpoint(service.service_name)
+    stranger = provider.consumer(OTHER).create_endpoint(service.service_name)
+    registry = table_is(deployment.settings.registry_table)
+    reads: list[int] = []
+
+    def second_read(request: Any) -> bool:
+        if not registry(request):
+            return False
+        reads.append(1)
+        return len(reads) > 1
+
+    with Injector(model_client(RegistryItem)) as faults, no_sleep():
+        fault = faults.fail("BatchGetItem", "InternalServerError", when=second_read)
+        report = converge(sid, deps)
+    assert fault.injected > 0
+    assert report.accepted == [ok]
+    assert report.escalated == [stranger]
+    assert dict(port.opened_ids) == {stranger: 1}
+    verdict = check_deployment(provider, [sid])
+    verdict.assert_sound()
+    figures.record(
+        load="1 allowed and 1 unknown consumer converged together",
+        fault=f"registry BatchGetItem after the Accept: InternalServerError ({fault.injected} x)",
+        result=f"accept kept, escalation posted, error logged; {tally(verdict)}",
+        verdict=verdict,
+    )
