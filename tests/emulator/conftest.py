@@ -6,14 +6,49 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import botocore.endpoint
 import pytest
 
 from vpce_tools.emulator import configure_acceptance, throttle
 from vpce_tools.emulator.testing import emulated_aws
 from vpce_tools.emulator.world import Consumer, EndpointService, Provider
 
+from .strict_xml import check_response, served_operations
+
 CONSUMER_ACCOUNT = "111111111111"
 OTHER_ACCOUNT = "222222222222"
+
+
+_SERVED = served_operations()
+
+
+class RawChecks:
+    """Every raw response of an operation the emulator serves, checked against botocore's model."""
+
+    def __init__(self) -> None:
+        self.checked: list[str] = []
+        self.problems: list[str] = []
+
+    def __call__(self, http_response: Any, operation_model: Any) -> Any:
+        response = _convert(http_response, operation_model)
+        if operation_model.name in _SERVED:
+            self.checked.append(operation_model.name)
+            self.problems += check_response(
+                operation_model, response["status_code"], response["body"]
+            )
+        return response
+
+
+_convert = botocore.endpoint.convert_to_response_dict
+
+
+@pytest.fixture(autouse=True)
+def raw_xml_checks(monkeypatch: pytest.MonkeyPatch) -> Iterator[RawChecks]:
+    """Autouse: a test fails when any emulator response does not match botocore's model."""
+    checks = RawChecks()
+    monkeypatch.setattr(botocore.endpoint, "convert_to_response_dict", checks)
+    yield checks
+    assert checks.problems == [], checks.problems
 
 
 @pytest.fixture

@@ -173,11 +173,27 @@ def test_delete_unknown_and_malformed_ids(
     vpce = consumer.create_endpoint(service.service_name)
     unknown = "vpce-0123456789abcdef0"
     unsuccessful = consumer.delete_endpoints(vpce, unknown, "vpce-bad!")
-    assert {u["ResourceId"]: u["Error"]["Code"] for u in unsuccessful} == {
-        unknown: "InvalidVpcEndpointId.NotFound",
-        "vpce-bad!": "InvalidVpcEndpointId.Malformed",
+    # DeleteVpcEndpoints' own code for an unknown ID (Accept/Reject use InvalidVpcEndpointId.*)
+    assert {u["ResourceId"]: u["Error"] for u in unsuccessful} == {
+        unknown: {
+            "Code": "InvalidVpcEndpoint.NotFound",
+            "Message": f"The VPC endpoint '{unknown}' does not exist",
+        },
+        "vpce-bad!": {
+            "Code": "InvalidVpcEndpointId.Malformed",
+            "Message": 'Invalid id: "vpce-bad!" (expecting "vpce-...")',
+        },
     }
     assert _state(provider, vpce) == "deleted"
-    # the provider cannot delete the consumer's endpoint
+    # the provider cannot delete the consumer's endpoint: to the provider it does not exist
     resp = provider.client("ec2").delete_vpc_endpoints(VpcEndpointIds=[vpce])
-    assert _codes(resp) == {vpce: "InvalidVpcEndpointId.NotFound"}
+    assert _codes(resp) == {vpce: "InvalidVpcEndpoint.NotFound"}
+
+
+def test_delete_of_only_unknown_ids_is_not_an_error(consumer: Consumer) -> None:
+    """The call succeeds (HTTP 200) and reports each ID; it never fails as a whole."""
+    ids = ["vpce-0123456789abcdef0", "vpce-00000000"]
+    resp = consumer.client("ec2").delete_vpc_endpoints(VpcEndpointIds=ids)
+    assert resp["ResponseMetadata"]["HTTPStatusCode"] == 200
+    assert [u["ResourceId"] for u in resp["Unsuccessful"]] == ids
+    assert {u["Error"]["Code"] for u in resp["Unsuccessful"]} == {"InvalidVpcEndpoint.NotFound"}

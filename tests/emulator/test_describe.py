@@ -62,8 +62,8 @@ def test_only_the_service_owner_sees_connections(
     assert len(provider.connections()) == 1
 
 
-@pytest.mark.parametrize("bad", [0, 4, 1001, 5000])
-def test_max_results_out_of_range(ec2: Any, bad: int) -> None:
+@pytest.mark.parametrize("bad", [0, 4, -1])
+def test_max_results_below_five_is_an_error(ec2: Any, bad: int) -> None:
     with pytest.raises(ClientError) as exc:
         ec2.describe_vpc_endpoint_connections(MaxResults=bad)
     err = exc.value.response["Error"]
@@ -75,6 +75,32 @@ def test_max_results_out_of_range(ec2: Any, bad: int) -> None:
 @pytest.mark.parametrize("ok", [5, 1000])
 def test_max_results_bounds_are_inclusive(ec2: Any, ok: int) -> None:
     assert ec2.describe_vpc_endpoint_connections(MaxResults=ok)["VpcEndpointConnections"] == []
+
+
+@pytest.mark.parametrize("big", [1001, 5000, 2**31 - 1])
+def test_max_results_above_1000_returns_at_most_1000(
+    provider: Provider, ec2: Any, big: int
+) -> None:
+    """AWS: "if MaxResults is given a value larger than 1,000, only 1,000 results are returned"."""
+    svc = provider.create_service()
+    ids = seed_connections(svc.service_id, [CONSUMER_ACCOUNT], 1005)
+    first = ec2.describe_vpc_endpoint_connections(MaxResults=big)
+    assert [c["VpcEndpointId"] for c in first["VpcEndpointConnections"]] == ids[:1000]
+    rest = ec2.describe_vpc_endpoint_connections(MaxResults=big, NextToken=first["NextToken"])
+    assert [c["VpcEndpointId"] for c in rest["VpcEndpointConnections"]] == ids[1000:]
+    assert "NextToken" not in rest
+
+
+def test_notifications_max_results_follow_the_same_rule(ec2: Any) -> None:
+    assert (
+        ec2.describe_vpc_endpoint_connection_notifications(MaxResults=5000)[
+            "ConnectionNotificationSet"
+        ]
+        == []
+    )
+    with pytest.raises(ClientError) as exc:
+        ec2.describe_vpc_endpoint_connection_notifications(MaxResults=4)
+    assert exc.value.response["Error"]["Code"] == "InvalidParameterValue"
 
 
 @pytest.mark.parametrize("token", ["garbage!", "eyJ4IjogMX0", "bm90IGpzb24"])

@@ -1,7 +1,9 @@
 """Offline PrivateLink emulator: moto 5 plus the endpoint-connection APIs moto lacks.
 
-Importing this package calls :func:`install`, which patches moto's ``EC2Response`` so that both
-``moto.mock_aws`` and moto's server mode (in the same process) serve:
+Importing this package calls :func:`install`, which patches moto's ``EC2Response`` (and wraps
+``VPCBackend.create_vpc_endpoint`` / ``delete_vpc_endpoints``, so endpoints made by other paths,
+e.g. CloudFormation, get their connection too) so that both ``moto.mock_aws`` and moto's server
+mode (in the same process) serve:
 
 * ``CreateVpcEndpoint`` to ``com.amazonaws.vpce.<region>.vpce-svc-…`` services of any account,
   honouring the service's allowed principals, creating the provider-side connection;
@@ -40,8 +42,10 @@ _installed: list[bool] = []
 def install() -> None:
     """Patch moto (idempotent). Also reads ``VPCE_EMULATOR_THROTTLE`` on first install."""
     with _install_lock:
+        from .backend_hooks import patch_backend
         from .responses import patch_ec2_response
 
+        patch_backend()
         patch_ec2_response()
         if not _installed:
             throttle.configure_from_env()

@@ -18,7 +18,6 @@ from . import notifications
 from .models import (
     ALL_STATES,
     AVAILABLE,
-    DELETED,
     LOCK,
     PENDING,
     PENDING_ACCEPTANCE,
@@ -35,6 +34,7 @@ from .models import (
 
 MIN_RESULTS = 5
 MAX_RESULTS = 1000
+ENDPOINT_NOT_FOUND = "InvalidVpcEndpoint.NotFound"
 
 
 class _Settings:
@@ -162,18 +162,26 @@ CONNECTION_FILTERS: dict[str, Callable[[Connection], list[str]]] = {
     "vpc-endpoint-id": lambda c: [c.vpc_endpoint_id],
     "vpc-endpoint-region": _region_values,
     "ip-address-type": lambda c: [c.ip_address_type],
+    # Emulated connections are endpoint connections, never transit gateway attachments.
+    "transit-gateway-attachment-id": lambda c: [],
 }
+"""Every filter botocore's model documents for DescribeVpcEndpointConnections."""
 _CASE_INSENSITIVE = {"vpc-endpoint-state"}
 
 
 def check_max_results(max_results: Any) -> int:
+    """Page size: 1000 when absent; below 5 (or not a number) is an error; above 1000 is capped
+    at 1000 (AWS: "if MaxResults is given a value larger than 1,000, only 1,000 results are
+    returned")."""
     if max_results is None:
         return MAX_RESULTS
     try:
         value = int(max_results)
     except (TypeError, ValueError):
         value = -1
-    if not MIN_RESULTS <= value <= MAX_RESULTS:
+    if value > MAX_RESULTS:
+        return MAX_RESULTS
+    if value < MIN_RESULTS:
         raise EmulatorError(
             "InvalidParameterValue",
             f"Value ( {max_results} ) for parameter maxResults is invalid. "
@@ -335,31 +343,27 @@ def reject(
 # --- delete (consumer side) -----------------------------------------------------------------
 
 
-def delete_endpoints(
-    account_id: str, region: str, ids: list[str]
-) -> tuple[list[dict[str, Any]], notifications.Pending]:
+def _endpoint_not_found(vid: str) -> dict[str, Any]:
+    """DeleteVpcEndpoints' code for an unknown ID (not the ``InvalidVpcEndpointId.NotFound`` of
+    the connection calls; see docs/EMULATOR.md for the evidence)."""
+    return _item(vid, ENDPOINT_NOT_FOUND, f"The VPC endpoint '{vid}' does not exist")
+
+
+def delete_endpoints(account_id: str, region: str, ids: list[str]) -> list[dict[str, Any]]:
+    """Validate the IDs (per-ID ``Unsuccessful`` items), then let moto's backend delete the rest;
+    the backend hook (:mod:`.backend_hooks`) marks their connections ``deleted`` and notifies."""
     backend = ec2_backend(account_id, region)
     unsuccessful: list[dict[str, Any]] = []
-    pending: notifications.Pending = []
-    with LOCK:
-        valid: list[str] = []
-        for vid in dict.fromkeys(ids):
-            if not VPCE_ID_RE.match(vid):
-                unsuccessful.append(_malformed(vid))
-            elif vid not in backend.vpc_end_points:
-                unsuccessful.append(_not_found(vid))
-            else:
-                valid.append(vid)
-        backend.delete_vpc_endpoints(vpce_ids=valid)
-        consumer = state_of(backend).consumer_connections
-        for vid in valid:
-            conn = consumer.get(vid)
-            if conn is None or conn.state == DELETED:
-                continue
-            conn.set_state(DELETED)
-            provider = ec2_backend(conn.service_owner, conn.service_region)
-            pending += notifications.collect("Delete", conn, provider)
-    return unsuccessful, pending
+    valid: list[str] = []
+    for vid in dict.fromkeys(ids):
+        if not VPCE_ID_RE.match(vid):
+            unsuccessful.append(_malformed(vid))
+        elif vid not in backend.vpc_end_points:
+            unsuccessful.append(_endpoint_not_found(vid))
+        else:
+            valid.append(vid)
+    backend.delete_vpc_endpoints(vpce_ids=valid)
+    return unsuccessful
 
 
 # --- test-only bulk seeding -----------------------------------------------------------------

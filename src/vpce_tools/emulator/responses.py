@@ -8,7 +8,7 @@ from typing import Any
 from moto.core.responses import ActionResult
 from moto.ec2.responses import EC2Response
 
-from . import connections, notifications, throttle
+from . import backend_hooks, connections, notifications, throttle
 from .models import EmulatorError
 
 _ORIGINALS: dict[str, Callable[..., Any]] = {}
@@ -36,24 +36,24 @@ class PrivateLinkResponses:
     # -- consumer side ---------------------------------------------------------------------
 
     def create_vpc_endpoint(self: Any) -> Any:
+        """Interface endpoints to ``vpce-svc`` services: honour ``DryRun`` (nothing is created),
+        then let moto create the endpoint; the backend hook resolves the service (allowed
+        principals, ``ServiceRegion``) first and adds the connection. Anything else is moto's."""
         original = _ORIGINALS["create_vpc_endpoint"]
-        service_name = self._get_param("ServiceName") or ""
-        endpoint_type = (self._get_param("VpcEndpointType") or "Gateway").lower()
-        if endpoint_type != "interface" or not service_name.startswith("com.amazonaws.vpce."):
+        if not backend_hooks.is_private_link(
+            self._get_param("VpcEndpointType") or "Gateway", self._get_param("ServiceName")
+        ):
             return original(self)
-        consumer_account, consumer_region = self.current_account, self.region
-        service_region = self._get_param("ServiceRegion") or consumer_region
-        arn = connections.caller_arn(self.access_key, consumer_account, consumer_region)
-        config, provider = connections.resolve_service(
-            service_name, consumer_account, consumer_region, service_region, arn
+        _dry_run(self)
+        account, region = self.current_account, self.region
+        request = backend_hooks.CreateRequest(
+            account_id=account,
+            region=region,
+            service_region=self._get_param("ServiceRegion") or region,
+            caller_arn=connections.caller_arn(self.access_key, account, region),
         )
-        result = original(self)
-        endpoint = result.result["VpcEndpoint"]
-        pending = connections.create_connection(
-            config, provider, endpoint, consumer_account, consumer_region, arn
-        )
-        notifications.publish(pending)
-        return result
+        with backend_hooks.request_context(request):
+            return original(self)
 
     def describe_vpc_endpoints(self: Any) -> Any:
         connections.advance_consumer_reads(self.current_account, self.region)
@@ -62,8 +62,7 @@ class PrivateLinkResponses:
     def delete_vpc_endpoints(self: Any) -> Any:
         _dry_run(self)
         ids = self._get_param("VpcEndpointIds", []) or []
-        unsuccessful, pending = connections.delete_endpoints(self.current_account, self.region, ids)
-        notifications.publish(pending)
+        unsuccessful = connections.delete_endpoints(self.current_account, self.region, ids)
         return ActionResult({"Unsuccessful": unsuccessful})
 
     # -- provider side ---------------------------------------------------------------------

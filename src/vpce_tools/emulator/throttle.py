@@ -1,8 +1,15 @@
 """Optional token-bucket throttle for AcceptVpcEndpointConnections / RejectVpcEndpointConnections.
 
 Off by default. When on, each (account, region, action) has its own bucket of ``burst`` tokens
-refilled at ``rate`` tokens per second (AWS: 10 burst, 1 per second for both actions). A call that
-finds the bucket empty fails with ``RequestLimitExceeded`` (HTTP 503, "Request limit exceeded.").
+refilled at ``rate`` tokens per second (AWS: 10 burst, 1 per second for both actions).
+
+Which calls spend a token: every ``AcceptVpcEndpointConnections`` and
+``RejectVpcEndpointConnections`` request that reaches the emulator, *before* anything else is
+looked at -- so ``DryRun`` requests, requests that fail as a whole (unknown service) and requests
+whose items all land in ``Unsuccessful`` spend one too (AWS: "each request that you make removes
+one token from the API's bucket"). A request that finds the bucket empty spends nothing and fails
+with ``RequestLimitExceeded`` (HTTP 503, "Request limit exceeded."). No other call, emulated or
+moto's, ever spends a token or is throttled.
 
 The clock is injectable so tests never sleep::
 

@@ -1,0 +1,151 @@
+"""Drift: live connections whose consumer no longer has a live allow grant. Reported always,
+rejected only when revocation is on for it, and never against a human approval that no later
+registry change overrode."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from collections.abc import Sequence
+
+from ..audit import AuditRecord, stamp
+from ..converge import Deps
+from ..grants import REVOKE_SKEW
+from ..model import Action, Connection, DefaultDecision, Grant, Reason
+from ..policy import decide
+from .report import DriftItem
+
+
+def _revoke_for(grant_revoke: bool | None, default: bool) -> bool:
+    return default if grant_revoke is None else grant_revoke
+
+
+def find_drift(service_id: str, live: Sequence[Connection], deps: Deps) -> list[DriftItem]:
+    """Live connections whose consumer has no live allow grant (the policy would not accept them
+    today, capacity limits aside). One registry read for the chunk's consumers, and one
+    escalations read when any of them would be revoked (to honour human approvals)."""
+    if not live:
+        return []
+    _, grants, errors = deps.registry.lookup([service_id], {c.owner for c in live})
+    by_owner: dict[str, list[Grant]] = defaultdict(list)
+    for found in grants.values():
+        by_owner[found.consumer].append(found)
+    now = deps.clock()
+    default = deps.settings.revoke_default
+    out: list[DriftItem] = []
+    deciding: dict[str, Grant | None] = {}
+    for conn in live:
+        if conn.owner in errors:
+            # A corrupted item is no revocation: report it, never reject on it.
+            out.append(
+                DriftItem(
+                    service_id,
+                    conn.vpc_endpoint_id,
+                    conn.owner,
+                    conn.state,
+                    Reason.MALFORMED_GRANT.value,
+                    errors[conn.owner],
+                    False,
+                    "reported",
+                )
+            )
+            continue
+        as_pending = dataclasses.replace(conn, state="pendingAcceptance")
+        decision = decide(as_pending, by_owner[conn.owner], 0, now, DefaultDecision.ESCALATE)
+        if decision.action is Action.ACCEPT:
+            continue
+        grant = decision.grant
+        deciding[conn.vpc_endpoint_id] = grant
+        out.append(
+            DriftItem(
+                service_id,
+                conn.vpc_endpoint_id,
+                conn.owner,
+                conn.state,
+                decision.code.value,
+                decision.reason,
+                _revoke_for(grant.revoke if grant else None, default),
+                "reported",
+            )
+        )
+    return _honour_approvals(out, deciding, deps)
+
+
+def _honour_approvals(
+    drift: list[DriftItem], deciding: dict[str, Grant | None], deps: Deps
+) -> list[DriftItem]:
+    """A connection a human approved in Slack is kept (reported, not revoked) unless its deciding
+    grant was changed after the approval: a person's decision is undone only by a later, explicit
+    registry change (docs/SWEEP.md, "Drift and human approvals")."""
+    revocable = [d.vpc_endpoint_id for d in drift if d.revoke]
+    approved = deps.escalations.approvals(revocable) if revocable else {}
+    if not approved:
+        return drift
+    out = []
+    for item in drift:
+        at = approved.get(item.vpc_endpoint_id)
+        grant = deciding.get(item.vpc_endpoint_id)
+        changed = grant.updated_at if grant is not None else None
+        # Grant times are whole seconds: a change within the approval's second counts as later.
+        if at is not None and (changed is None or changed + REVOKE_SKEW <= at):
+            reason = f"{item.reason}; approved by a human at {stamp(at)}: kept"
+            item = dataclasses.replace(item, reason=reason, revoke=False)
+        out.append(item)
+    return out
+
+
+def reject_drift(service_id: str, drift: list[DriftItem], deps: Deps, *, act: bool) -> None:
+    """Reject the drifted connections whose revocation is on (audited before the call)."""
+    targets = [d for d in drift if d.revoke]
+    if not targets:
+        return
+    now = deps.clock()
+    records = [
+        AuditRecord(
+            subject=d.vpc_endpoint_id,
+            action="reject" if act else "would-reject",
+            actor="sweep",
+            at=now,
+            code=d.code,
+            reason=f"drift: {d.reason}; revocation is on",
+            trigger="sweep",
+            outcome="requested" if act else "shadow",
+            service_id=service_id,
+            vpc_endpoint_id=d.vpc_endpoint_id,
+            consumer=d.consumer,
+        )
+        for d in targets
+    ]
+    deps.audit.write(records)
+    index = {d.vpc_endpoint_id: i for i, d in enumerate(drift)}
+    if not act:
+        for d in targets:
+            drift[index[d.vpc_endpoint_id]] = dataclasses.replace(d, outcome="would-reject")
+        return
+    result = deps.ec2.reject(service_id, [d.vpc_endpoint_id for d in targets])
+    for vpce_id in result.succeeded:
+        drift[index[vpce_id]] = dataclasses.replace(drift[index[vpce_id]], outcome="rejected")
+    failures = []
+    for failure in result.failed:
+        if failure.vpc_endpoint_id not in index:
+            continue
+        item = drift[index[failure.vpc_endpoint_id]]
+        drift[index[failure.vpc_endpoint_id]] = dataclasses.replace(
+            item, outcome=f"failed:{failure.code}"
+        )
+        failures.append(
+            AuditRecord(
+                subject=item.vpc_endpoint_id,
+                action="reject",
+                actor="sweep",
+                at=deps.clock(),
+                code=item.code,
+                reason=f"drift: {failure.message}",
+                trigger="sweep",
+                outcome=f"failed:{failure.code}",
+                service_id=service_id,
+                vpc_endpoint_id=item.vpc_endpoint_id,
+                consumer=item.consumer,
+            )
+        )
+    deps.audit.write(failures)
