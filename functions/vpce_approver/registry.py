@@ -7,7 +7,7 @@ import dataclasses
 import itertools
 import logging
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -154,13 +154,9 @@ def grant_from_item(
         revoke = data.get("revoke")
         if revoke is not None and not isinstance(revoke, bool):
             raise v.ValidationError("revoke", revoke, "must be true or false")
+        expires_at = _when(expires, "expires_at", lambda x: datetime.fromtimestamp(x, UTC))
         updated_at = _text(data.get("updated_at"), "updated_at")
-        try:
-            expires_at = datetime.fromtimestamp(expires, UTC) if expires is not None else None
-            changed = datetime.fromisoformat(updated_at) if updated_at else None
-        except (ValueError, OverflowError, OSError) as exc:
-            field = "updated_at" if expires_at_ok(expires) else "expires_at"
-            raise v.ValidationError(field, data.get(field), str(exc)) from None
+        changed = _when(updated_at or None, "updated_at", datetime.fromisoformat)
         grant = Grant(
             service_id=service,
             consumer=consumer,
@@ -181,13 +177,11 @@ def grant_from_item(
     return grant
 
 
-def expires_at_ok(expires: float | None) -> bool:
+def _when[T](value: T | None, field: str, parse: Callable[[T], datetime]) -> datetime | None:
     try:
-        if expires is not None:
-            datetime.fromtimestamp(expires, UTC)
-    except (ValueError, OverflowError, OSError):
-        return False
-    return True
+        return parse(value) if value is not None else None
+    except (ValueError, OverflowError, OSError) as exc:
+        raise v.ValidationError(field, value, str(exc)) from None
 
 
 def item_from_grant(grant: Grant, *, by: str, now: datetime) -> RegistryItem:
