@@ -2,7 +2,9 @@
 (notification, registry edit, Slack follow-up, sweep), so duplicates and reordering cannot do harm.
 
 Cost of a registry-hit Connect: 1 DescribeVpcEndpointConnections, 1 BatchGetItem (grants and the
-service's enrollment together), 1 BatchWriteItem (audit), 1 AcceptVpcEndpointConnections.
+service's enrollment together), 1 BatchWriteItem (audit: "requested"),
+1 AcceptVpcEndpointConnections, 1 BatchGetItem (the grants again: revalidate.py), 1 BatchWriteItem
+(the same audit records: "done" / "failed:<code>").
 
 Fail closed: anything that raises before the Accept call leaves every connection pending and
 propagates, so the invocation is retried (then lands in its DLQ). Nothing is accepted on error.
@@ -373,7 +375,9 @@ def _act(
         report.outcomes.append(Outcome(conn, decision, "escalated"))
 
     by_id = {c.vpc_endpoint_id: (c, d) for c, d in decisions}
-    failures: list[AuditRecord] = []
+    failures: dict[str, str] = {}
+    succeeded: list[str] = []
+    undone: list[AuditRecord] = []
     for action, ids, call in (
         (Action.ACCEPT, to_accept, deps.ec2.accept),
         (Action.REJECT, to_reject, deps.ec2.reject),
@@ -393,17 +397,8 @@ def _act(
                 failure.message,
             )
             report.outcomes.append(Outcome(conn, decision, f"failed:{failure.code}"))
-            failures.append(
-                _record(
-                    conn,
-                    decision,
-                    action=action.value,
-                    outcome=f"failed:{failure.code}",
-                    trigger=trigger,
-                    actor=actor,
-                    now=deps.clock(),
-                )
-            )
+            failures[failure.vpc_endpoint_id] = failure.code
+        succeeded.extend(result.succeeded)
         for vpce_id in result.succeeded:
             conn, decision = by_id[vpce_id]
             report.outcomes.append(Outcome(conn, decision, "done"))
@@ -414,8 +409,14 @@ def _act(
             accepted = [by_id[v][0] for v in result.succeeded]
             revoked = _revalidate(service_id, accepted, deps)
             if revoked:
-                _undo(revoked, report, to_reject, by_id, deps, trigger=trigger, actor=actor)
-    deps.audit.write(failures)
+                undone = _undo(
+                    revoked, report, to_reject, by_id, deps, trigger=trigger, actor=actor
+                )
+        if action is Action.REJECT and undone:  # the rejects of what an edit took away
+            deps.audit.settle(
+                undone, result.succeeded, {f.vpc_endpoint_id: f.code for f in result.failed}
+            )
+    deps.audit.settle(records, succeeded, failures)  # "requested" -> done | failed:<code>
 
     for item in new_escalations:
         deps.port.opened(item)
@@ -457,8 +458,9 @@ def _undo(
     *,
     trigger: str,
     actor: str,
-) -> None:
-    """Accepted on a grant edited meanwhile: queue the reject (audited before the call)."""
+) -> list[AuditRecord]:
+    """Accepted on a grant edited meanwhile: queue the reject (audited before the call, as
+    "requested"; returned to be settled once the Reject answers)."""
     gone = {c.vpc_endpoint_id for c, _ in revoked}
     report.outcomes = [
         o
@@ -466,15 +468,17 @@ def _undo(
         if o.decision.action is not Action.ACCEPT or o.connection.vpc_endpoint_id not in gone
     ]
     now = deps.clock()
-    deps.audit.write(
+    records = [
         _record(c, d, action="reject", outcome="requested", trigger=trigger, actor=actor, now=now)
         for c, d in revoked
-    )
+    ]
+    deps.audit.write(records)
     for conn, decision in revoked:
         log.warning("%s: %s", conn.vpc_endpoint_id, decision.reason)
         by_id[conn.vpc_endpoint_id] = (conn, decision)
         to_reject.append(conn.vpc_endpoint_id)
     deps.metrics.add_metric("Revoked", "Count", len(revoked))  # access taken away, like revocation
+    return records
 
 
 @dataclass(frozen=True, slots=True)
@@ -543,7 +547,7 @@ def follow(
     closed = []
     now = deps.clock()
     for vpce_id, item in open_items.items():
-        outcome = outcome_for_state(states[vpce_id])
+        outcome = deps.audit.label(outcome_for_state(states[vpce_id]), vpce_id)
         if outcome is None:  # still pendingAcceptance: the escalation stays open
             continue
         settled = deps.escalations.settle(vpce_id, outcome=outcome, by=trigger, now=now)

@@ -389,18 +389,15 @@ def _revoke(
             region=region,
         )
 
-    deps.audit.write(
+    records = [
         record(c.vpc_endpoint_id, c.region, "shadow" if shadow else "requested") for c in targets
-    )
+    ]
+    deps.audit.write(records)
     if shadow:
         effect.revoked, effect.shadow = tuple(c.vpc_endpoint_id for c in targets), True
         return
     result = deps.ec2.reject(service_id, [c.vpc_endpoint_id for c in targets])
-    regions = {c.vpc_endpoint_id: c.region for c in targets}
-    deps.audit.write(
-        record(f.vpc_endpoint_id, regions.get(f.vpc_endpoint_id), f"failed:{f.code}")
-        for f in result.failed
-    )
+    deps.audit.settle(records, result.succeeded, {f.vpc_endpoint_id: f.code for f in result.failed})
     effect.revoked = result.succeeded
     effect.failed = tuple(f"{f.vpc_endpoint_id}: {f.code}" for f in result.failed)
     deps.metrics.add_metric("Revoked", "Count", len(result.succeeded))

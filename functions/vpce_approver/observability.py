@@ -19,6 +19,10 @@ NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "VpceApprover")
 
 logger = Logger(service=SERVICE)
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
+# Every metric also carries the deployment (the stack name), so two stacks in one account and
+# region never feed each other's alarms (template.yaml's alarms and dashboard use both dimensions).
+if os.environ.get("DEPLOYMENT_NAME"):
+    metrics.set_default_dimensions(deployment=os.environ["DEPLOYMENT_NAME"])
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -1,11 +1,17 @@
-"""Wiring: Settings -> clients -> Deps. Built once per Lambda container and reused."""
+"""Wiring: Settings -> clients -> Deps. Built once per Lambda container and reused.
+
+The EC2 client comes from botocore itself (like pynamodb's DynamoDB client), not boto3: boto3 would
+add its own import (and s3transfer's) to every cold start for nothing the decision path uses. A
+new botocore session per client picks up the handlers registered at that time (moto's, the
+benchmark's counters); the data loader is shared, so the EC2 model is parsed once per process."""
 
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-import boto3
+import botocore.loaders
+import botocore.session
 from botocore.config import Config
 
 from . import tables
@@ -26,11 +32,18 @@ EC2_CONFIG = Config(
 )
 
 
+@functools.cache
+def _loader() -> botocore.loaders.Loader:
+    return botocore.loaders.create_loader()
+
+
 def ec2_client(settings: Settings) -> EC2Client:
     kwargs: dict[str, Any] = {"region_name": settings.region, "config": EC2_CONFIG}
     if settings.endpoint_url:
         kwargs["endpoint_url"] = settings.endpoint_url
-    return boto3.client("ec2", **kwargs)
+    session = botocore.session.Session()
+    session.register_component("data_loader", _loader())
+    return cast("EC2Client", session.create_client("ec2", **kwargs))
 
 
 def bind_tables(settings: Settings) -> None:

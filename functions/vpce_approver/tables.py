@@ -4,7 +4,8 @@
   holds the enrollment of each managed service as the item (service_id, "#service"), so that one
   BatchGetItem answers both "is this service managed?" and "which grants apply?". GSI by_consumer.
 - Audit: the decision trail, key (subject, sk) with subject = a vpce-… ID, or grant#svc#consumer for
-  registry changes, and sk = "<ISO time>#<decision id>". GSI by_consumer (consumer, sk).
+  registry changes, and sk = "<ISO time>#<decision id>". GSI by_consumer (consumer, sk); GSI
+  by_time (day, at): the trail newest first, one partition per UTC day of the decision (audit.py).
 - Escalations: one item per connection that needs a human, key vpc_endpoint_id. GSI by_state.
 
 template.yaml declares the same key schemas; tests build their tables from the template and a test
@@ -72,6 +73,18 @@ class AuditByConsumer(GlobalSecondaryIndex["AuditItem"]):
     sk = UnicodeAttribute(range_key=True)
 
 
+class AuditByTime(GlobalSecondaryIndex["AuditItem"]):
+    """Decisions by time: partition = the UTC day ("2026-12-01"), sorted by `at`, queried newest
+    day first, so `audit --limit/--since` reads what it shows, never the whole table."""
+
+    class Meta:
+        index_name = "by_time"
+        projection = AllProjection()
+
+    day = UnicodeAttribute(hash_key=True)
+    at = UnicodeAttribute(range_key=True)
+
+
 class AuditItem(Model):
     class Meta:
         table_name = "vpce-approver-audit"
@@ -93,7 +106,9 @@ class AuditItem(Model):
     region = UnicodeAttribute(null=True)
     old = MapAttribute[str, Any](null=True)
     new = MapAttribute[str, Any](null=True)
+    day = UnicodeAttribute(null=True)  # by_time's partition: at[:10]; absent on pre-index records
     by_consumer = AuditByConsumer()
+    by_time = AuditByTime()
 
 
 class EscalationByState(GlobalSecondaryIndex["EscalationItem"]):
@@ -117,7 +132,7 @@ class EscalationItem(Model):
     code = UnicodeAttribute()
     reason = UnicodeAttribute()
     state = UnicodeAttribute()  # open | settled
-    outcome = UnicodeAttribute(null=True)  # approved | rejected | accepted-elsewhere | …
+    outcome = UnicodeAttribute(null=True)  # approved | rejected | accepted-by-grant | …
     created_at = UnicodeAttribute()
     connection_created_at = UnicodeAttribute(null=True)
     updated_at = UnicodeAttribute(null=True)

@@ -32,11 +32,22 @@ class UsageError(Exception):
     """A bad argument or input: printed as one clear line, exit code 2."""
 
 
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("vpce-approver")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="vpce-approver",
         description="Decide who may connect to your PrivateLink endpoint services.",
     )
+    top.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     top.add_argument(
         "--endpoint-url", help="AWS endpoint (the local emulator); or AWS_ENDPOINT_URL"
     )
@@ -67,7 +78,10 @@ def environ(values: Mapping[str, str]) -> Iterator[None]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    try:
+        args = parser().parse_args(argv)
+    except BrokenPipeError:  # `vpce-approver registry --help | head -1`
+        return quiet_broken_pipe()
     values: dict[str, str] = {}
     if args.endpoint_url:
         values["AWS_ENDPOINT_URL"] = args.endpoint_url
@@ -81,6 +95,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         except KeyboardInterrupt:
             return 130
+        except BrokenPipeError:
+            return quiet_broken_pipe()
+
+
+def quiet_broken_pipe() -> int:
+    """The reader went away (`| head`): stop quietly, exit like a program killed by SIGPIPE, and
+    keep the interpreter from printing an error while flushing stdout at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # an in-process caller's captured stdout
+        pass
+    return 141
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -222,7 +222,11 @@ def _bool(data: Mapping[str, Any], name: str) -> bool | None:
 
 
 def grant_from_row(
-    data: Mapping[str, Any], *, now: datetime, allow_wildcard_principal: bool = False
+    data: Mapping[str, Any],
+    *,
+    now: datetime,
+    allow_wildcard_principal: bool = False,
+    known_regions: Collection[str] | None = None,
 ) -> Grant:
     """A validated Grant (raises ValidationError naming the field)."""
     if "__error__" in data:
@@ -263,11 +267,26 @@ def grant_from_row(
         note=_text(data, "note"),
         revoke=_bool(data, "revoke"),
     )
-    return validate_grant(grant, now, allow_wildcard_principal=allow_wildcard_principal)
+    grant = validate_grant(grant, now, allow_wildcard_principal=allow_wildcard_principal)
+    if known_regions is not None:
+        for region in sorted(grant.regions):
+            if region not in known_regions:
+                raise v.ValidationError(
+                    "regions",
+                    region,
+                    "is not a region of this partition (botocore's endpoint data; upgrade"
+                    " botocore for a region launched since)",
+                )
+    return grant
 
 
 def load(
-    text: str, fmt: str, *, now: datetime, allow_wildcard_principal: bool = False
+    text: str,
+    fmt: str,
+    *,
+    now: datetime,
+    allow_wildcard_principal: bool = False,
+    known_regions: Collection[str] | None = None,
 ) -> tuple[list[tuple[int, Grant]], list[RowError]]:
     """Every row validated: (grants with their line, every bad row). Duplicate keys are errors."""
     grants: list[tuple[int, Grant]] = []
@@ -276,7 +295,10 @@ def load(
     for row in read_rows(text, fmt):
         try:
             grant = grant_from_row(
-                row.data, now=now, allow_wildcard_principal=allow_wildcard_principal
+                row.data,
+                now=now,
+                allow_wildcard_principal=allow_wildcard_principal,
+                known_regions=known_regions,
             )
         except ValueError as exc:
             errors.append(RowError(row.line, str(exc)))

@@ -5,10 +5,12 @@ CLI or boto3 at it with --endpoint-url / AWS_ENDPOINT_URL and watch the service 
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TextIO
@@ -16,11 +18,15 @@ from typing import TextIO
 from .emulator import server
 from .emulator.testing import fake_credentials
 from .emulator.world import EndpointService, Provider
+from .local_events import EventLog
+from .ports import HOST, PortInUse, ensure_free
 from .slack_local import start_local_slack
 from .stack import LocalDeployment, QueuePoller
 from .stream_poller import registry_poller
 
 log = logging.getLogger("vpce_tools.local")
+__all__ = ["PortInUse", "ensure_free"]
+SAMPLE_NAME = "sample-service"
 
 
 @dataclass
@@ -34,15 +40,20 @@ class LocalService:
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     extra_stops: list[Callable[[], None]] = field(default_factory=list)
+    events: EventLog | None = None
 
-    def start_polling(self, interval: float = 0.5) -> None:
+    def start_polling(self, interval: float = 0.5, sweep_every: float = 0) -> None:
         def loop() -> None:
+            next_sweep = time.monotonic() + sweep_every
             while not self._stop.is_set():
                 for what, poller in (("notification", self.poller), ("registry stream", stream)):
                     try:
                         poller.drain()
                     except Exception:  # keep serving; the record is retried on the next poll
                         log.exception("%s poll failed", what)
+                if sweep_every and time.monotonic() >= next_sweep:
+                    next_sweep = time.monotonic() + sweep_every
+                    self.sweep()
                 self._stop.wait(interval)
 
         # The registry stream, as RegistryStreamFunction: a grant edit takes effect at once.
@@ -50,6 +61,18 @@ class LocalService:
 
         self._thread = threading.Thread(target=loop, name="vpce-approver-poller", daemon=True)
         self._thread.start()
+
+    def sweep(self) -> None:
+        """One scheduled sweep, as the deployed stack's EventBridge rule runs it."""
+        from vpce_approver.sweep import sweep
+
+        try:
+            report = sweep(self.deployment.deps())
+        except Exception:  # keep serving; the next sweep tries again
+            log.exception("sweep failed")
+            return
+        if self.events is not None:
+            self.events.sweep(report.summary())
 
     def stop(self) -> None:
         self._stop.set()
@@ -60,57 +83,125 @@ class LocalService:
         self._stop_server()
 
 
-def start(port: int = 0, *, poll_interval: float = 0.5, slack_port: int = 0) -> LocalService:
-    """Start everything; the caller owns stop(). Uses fake credentials for the process."""
-    url, stop_server = server.start(port)
+def start(
+    port: int = 0,
+    *,
+    poll_interval: float = 0.5,
+    slack_port: int = 0,
+    events: EventLog | None = None,
+    sweep_every: float = 0,
+) -> LocalService:
+    """Start everything; the caller owns stop(). Uses fake credentials for the process.
+    Raises PortInUse (before starting anything) when a port asked for is taken."""
+    ensure_free(port, "emulator")
+    ensure_free(slack_port, "Slack stand-in")
+    url, stop_server = server.start(port, HOST)
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     try:
         provider = Provider(endpoint_url=url)
         deployment = LocalDeployment.create(provider)
-        service = provider.create_service(acceptance_required=True)
-        deployment.enroll(service, name="sample-service")
+        if events is not None:
+            deployment.observe = events.observe
+        service = sample_service(provider)
+        deployment.enroll(service, name=SAMPLE_NAME)
         # The Slack stand-in first: deps built afterwards post escalations to it.
         slack_url, stop_slack = start_local_slack(deployment, slack_port)
         poller = deployment.poller()
+        if events is not None:
+            poller.process = events.seeing(poller.process)
     except Exception:
         stop_server()
         raise
-    local = LocalService(url, deployment, service, poller, stop_server, slack_url=slack_url)
+    local = LocalService(
+        url, deployment, service, poller, stop_server, slack_url=slack_url, events=events
+    )
     local.extra_stops.append(stop_slack)
-    local.start_polling(poll_interval)
+    local.start_polling(poll_interval, sweep_every)
     return local
+
+
+def sample_service(provider: Provider) -> EndpointService:
+    """The sample endpoint service, set up the way a real provider's is: acceptance required, an
+    empty allow-list (the registry adds each consumer's principal), and an NLB with cross-zone
+    load balancing and a TCP listener forwarding to two healthy targets, one per AZ, so that
+    `doctor` passes on it."""
+    service = provider.create_service(acceptance_required=True, allowed_principals=())
+    elbv2, ec2 = provider.client("elbv2"), provider.client("ec2")
+    lb = elbv2.describe_load_balancers(LoadBalancerArns=[service.load_balancer_arn])[
+        "LoadBalancers"
+    ][0]
+    group = elbv2.create_target_group(
+        Name=f"sample-{service.service_id}"[:32],
+        Protocol="TCP",
+        Port=443,
+        VpcId=lb["VpcId"],
+        TargetType="ip",
+    )["TargetGroups"][0]["TargetGroupArn"]
+    subnets = ec2.describe_subnets(SubnetIds=[az["SubnetId"] for az in lb["AvailabilityZones"]])
+    targets = [
+        {"Id": str(ipaddress.ip_network(net["CidrBlock"])[10]), "Port": 443}
+        for net in subnets["Subnets"]
+    ]
+    elbv2.register_targets(TargetGroupArn=group, Targets=targets)
+    elbv2.create_listener(
+        LoadBalancerArn=service.load_balancer_arn,
+        Protocol="TCP",
+        Port=443,
+        DefaultActions=[{"Type": "forward", "TargetGroupArn": group}],
+    )
+    elbv2.modify_load_balancer_attributes(
+        LoadBalancerArn=service.load_balancer_arn,
+        Attributes=[{"Key": "load_balancing.cross_zone.enabled", "Value": "true"}],
+    )
+    return service
+
+
+ENV = "AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1"
 
 
 def banner(local: LocalService, out: TextIO) -> None:
     s, d = local.service, local.deployment
     lines = [
-        f"vpce-approver local: emulator listening on {local.url}",
+        f"vpce-approver local: emulator on {local.url}, Slack stand-in on {local.slack_url}",
         "",
-        f"  export AWS_ENDPOINT_URL={local.url} AWS_ACCESS_KEY_ID=testing"
-        " AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1",
-        "",
-        "  provider account   123456789012 (any consumer account via sts assume-role)",
-        f"  endpoint service   {s.service_id}  ({s.service_name}), enrolled",
+        f"  endpoint service   {s.service_id}  ({s.service_name})",
+        "                     enrolled, acceptance required, allow-list empty",
+        "  provider account   123456789012 (these credentials); any other account is a consumer",
         f"  notification topic {d.topic_arn}",
-        f"  Slack stand-in     {local.slack_url}  (open escalations, click to decide)",
         f"  tables             {d.settings.registry_table}, {d.settings.audit_table},"
         f" {d.settings.escalations_table}",
         "",
-        "  try:  vpce-approver registry add " + s.service_id + " 111111111111",
-        "        aws ec2 describe-vpc-endpoint-connections",
+        "In each shell (AWS CLI v2.13+ or v1.29+ reads AWS_ENDPOINT_URL; venv activated):",
+        f"  export AWS_ENDPOINT_URL={local.url} \\",
+        f"         {ENV}",
         "",
-        "Ctrl-C stops.",
+        "provider shell:",
+        f"  try:  vpce-approver registry add {s.service_id} 111111111111",
+        f"  try:  vpce-approver doctor {s.service_id}",
+        "consumer shell (account 111111111111): see the README's walkthrough",
+        "",
+        "What happens appears below, one line per event. Ctrl-C stops.",
     ]
     print("\n".join(lines), file=out, flush=True)
 
 
-def serve(port: int, out: TextIO) -> int:
+def serve(
+    port: int,
+    out: TextIO,
+    *,
+    slack_port: int = 0,
+    sweep_every: float = 0,
+) -> int:
+    """Run until Ctrl-C/TERM. Raises PortInUse at once when a port is taken."""
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no per-request lines
+    from vpce_approver.observability import logger
+
+    logger.setLevel(logging.WARNING)  # the event lines say what happened; JSON only for trouble
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop cleanly on TERM as on Ctrl-C
     with fake_credentials():
-        local = start(port)
+        local = start(port, slack_port=slack_port, events=EventLog(out), sweep_every=sweep_every)
         try:
             banner(local, out)
             # Wake up regularly: a signal delivered to one of the server threads would never

@@ -368,6 +368,13 @@ def to_call(service: str, operation: str, params: Mapping[str, Any]) -> Call:
         resources = _table_arns(operation, params)
     elif prefix == "ec2" and operation in EC2_SERVICE_RESOURCE and "ServiceId" in params:
         resources = [f"arn:aws:ec2:{REGION}:{ACCOUNT}:vpc-endpoint-service/{params['ServiceId']}"]
+    elif prefix == "ec2" and operation in {"CreateTags", "DeleteTags"} and "Resources" in params:
+        resources = [  # tagging is authorized on each tagged resource (endpoint services here)
+            f"arn:aws:ec2:{REGION}:{ACCOUNT}:vpc-endpoint-service/{r}"
+            if str(r).startswith("vpce-svc-")
+            else "*"
+            for r in params["Resources"]
+        ]
     elif prefix == "sqs" and "QueueUrl" in params:
         queue = str(params["QueueUrl"]).rstrip("/").rsplit("/", 1)[-1]
         resources = [f"arn:aws:sqs:{REGION}:{ACCOUNT}:{queue}"]

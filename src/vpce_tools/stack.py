@@ -112,6 +112,8 @@ class LocalDeployment:
     queue_url: str = ""
     dlq_url: str = ""
     max_receive_count: int = 3
+    # A hook on every Deps this deployment builds (`vpce-approver local` prints events through it).
+    observe: Callable[[Deps], Deps] | None = None
 
     @classmethod
     def create(cls, provider: Provider, **overrides: Any) -> LocalDeployment:
@@ -167,7 +169,8 @@ class LocalDeployment:
         **overrides: Any,
     ) -> Deps:
         settings = replace(self.settings, **overrides) if overrides else self.settings
-        return build(settings, metrics=metrics, port=port)
+        deps = build(settings, metrics=metrics, port=port)
+        return self.observe(deps) if self.observe is not None else deps
 
     def enroll(self, service: EndpointService, *, name: str | None = None) -> str:
         """What `vpce-approver services add` does: tag the service as managed, put the

@@ -22,5 +22,10 @@ class Cli:
 
 
 @pytest.fixture(name="cli")
-def cli_fixture(deployment: LocalDeployment, capsys: pytest.CaptureFixture[str]) -> Cli:
+def cli_fixture(
+    deployment: LocalDeployment,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> Cli:
+    monkeypatch.delenv("COLUMNS", raising=False)  # tables: 100 characters, as in a pipe
     return Cli(capsys)

@@ -17,12 +17,22 @@ from vpce_tools.stack import LocalDeployment
 from vpce_tools.stream_poller import registry_poller
 
 SVC = "vpce-svc-0123456789abcdef0"
+UNMANAGED = "vpce-svc-0fedcba9876543210"
+
+
+@pytest.fixture
+def enrolled(deployment: LocalDeployment) -> None:
+    """SVC is a service this deployment manages (a grant for another one needs --force)."""
+    deployment.deps().registry.enroll(
+        SVC, name="svc", notification_id=None, by="test", now=datetime.now(UTC)
+    )
 
 
 def stored() -> dict[tuple[str, str], RegistryItem]:
     return {(i.service_id, i.consumer): i for i in RegistryItem.scan() if i.consumer != "#service"}
 
 
+@pytest.mark.usefixtures("enrolled")
 def test_add_show_list_suspend_remove(cli: Cli) -> None:
     code, out, _ = cli(
         "registry", "add", SVC, CONSUMER, "--expires", "30d", "--max-endpoints", "2",
@@ -49,23 +59,24 @@ def test_add_show_list_suspend_remove(cli: Cli) -> None:
     assert code == 0
     lines = out.splitlines()
     assert lines[0].split()[:3] == ["SERVICE", "CONSUMER", "STATUS"]
-    rows = {tuple(line.split()[:3]) for line in lines[1:]}
+    rows = {tuple(line.split()[:3]) for line in lines[1:] if not line.startswith(" ")}
     assert rows == {(SVC, CONSUMER, "allow"), ("*", OTHER, "deny")}
     assert "2 grant(s)" in err
     code, out, _ = cli("registry", "list", "--consumer", OTHER, "--format", "json")
     assert [(g["service_id"], g["status"]) for g in yaml.safe_load(out)] == [("*", "deny")]
 
-    code, out, _ = cli("registry", "suspend", SVC, CONSUMER, "--revoke", "--by", "carol")
+    code, out, _ = cli("registry", "suspend", SVC, CONSUMER, "--revoke", "--by", "carol", "--yes")
     assert code == 0
     assert "live connections will be rejected" in out
     item = stored()[(SVC, CONSUMER)]
     assert (item.status, item.revoke, item.updated_by) == ("suspended", True, "carol")
 
-    code, out, _ = cli("registry", "remove", SVC, CONSUMER, "--by", "dave")
+    code, out, _ = cli("registry", "remove", SVC, CONSUMER, "--by", "dave", "--yes")
     assert (code, out.strip()) == (0, f"removed {SVC}/{CONSUMER}")
     assert (SVC, CONSUMER) not in stored()
 
 
+@pytest.mark.usefixtures("enrolled")
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -84,7 +95,12 @@ def test_add_show_list_suspend_remove(cli: Cli) -> None:
         (("registry", "suspend", SVC, CONSUMER), "no grant for"),
         (("registry", "remove", SVC, CONSUMER), "no grant for"),
         (("registry", "import", "/nonexistent.yaml"), "no such file"),
-        (("pending", "--service", SVC), f"not managed by stack vpce-approver: {SVC}"),
+        (("pending", "--service", UNMANAGED), f"not managed by stack vpce-approver: {UNMANAGED}"),
+        (("registry", "add", UNMANAGED, CONSUMER), "not enrolled needs --force"),
+        (("registry", "add", SVC, CONSUMER, "--region", "eu-westt-1"),
+         "'eu-westt-1' is not a region of this partition"),
+        (("registry", "add", SVC, CONSUMER, "--region", "cn-north-1"),
+         "'cn-north-1' is not a region of this partition"),
     ],
 )  # fmt: skip
 def test_bad_input_is_one_clear_line(cli: Cli, argv: tuple[str, ...], message: str) -> None:
@@ -137,6 +153,7 @@ def test_malformed_yaml_file_is_one_clear_line(cli: Cli, tmp_path: Path) -> None
     ]
 
 
+@pytest.mark.usefixtures("enrolled")
 def test_add_refuses_to_overwrite_without_replace(cli: Cli) -> None:
     assert cli("registry", "add", SVC, CONSUMER, "--by", "a")[0] == 0
     code, _, err = cli("registry", "add", SVC, CONSUMER, "--status", "deny", "--by", "b")
@@ -162,6 +179,7 @@ grants:
 """
 
 
+@pytest.mark.usefixtures("enrolled")
 def test_import_yaml_then_export_round_trips(cli: Cli, tmp_path: Path) -> None:
     source = tmp_path / "grants.yaml"
     source.write_text(GOOD_YAML)
@@ -178,7 +196,7 @@ def test_import_yaml_then_export_round_trips(cli: Cli, tmp_path: Path) -> None:
 
     for fmt in ("yaml", "csv"):
         target = tmp_path / f"export.{fmt}"
-        assert cli("registry", "export", "--format", fmt, "--output", str(target))[0] == 0
+        assert cli("registry", "export", "-o", fmt, "--file", str(target))[0] == 0
         for item in RegistryItem.scan():
             if item.consumer != "#service":
                 item.delete()
@@ -190,6 +208,7 @@ def test_import_yaml_then_export_round_trips(cli: Cli, tmp_path: Path) -> None:
                 i.max_endpoints, i.revoke) for k, i in items.items()}  # fmt: skip
 
 
+@pytest.mark.usefixtures("enrolled")
 def test_import_with_bad_rows_changes_nothing_and_names_every_row(cli: Cli, tmp_path: Path) -> None:
     cli("registry", "add", SVC, THIRD, "--by", "before")
     before = {k: i.attribute_values for k, i in stored().items()}
@@ -213,6 +232,7 @@ def test_import_with_bad_rows_changes_nothing_and_names_every_row(cli: Cli, tmp_
     assert {k: i.attribute_values for k, i in stored().items()} == before
 
 
+@pytest.mark.usefixtures("enrolled")
 def test_import_yaml_bad_row_line_numbers_and_unknown_fields(cli: Cli, tmp_path: Path) -> None:
     source = tmp_path / "g.yml"
     source.write_text(
@@ -227,6 +247,7 @@ def test_import_yaml_bad_row_line_numbers_and_unknown_fields(cli: Cli, tmp_path:
     assert stored() == {}
 
 
+@pytest.mark.usefixtures("enrolled")
 def test_import_shows_progress_for_large_files(cli: Cli, tmp_path: Path) -> None:
     rows = ["service_id,consumer"] + [f"{SVC},{100000000000 + i}" for i in range(250)]
     source = tmp_path / "many.csv"
@@ -239,6 +260,7 @@ def test_import_shows_progress_for_large_files(cli: Cli, tmp_path: Path) -> None
     assert len(stored()) == 250
 
 
+@pytest.mark.usefixtures("enrolled")
 def test_import_dry_run_writes_nothing(cli: Cli, tmp_path: Path) -> None:
     source = tmp_path / "grants.yaml"
     source.write_text(GOOD_YAML)
@@ -260,7 +282,7 @@ def test_cli_edit_takes_effect_through_the_stream(
     stream.drain()
     [conn] = provider.connections(service.service_id)
     assert conn["VpcEndpointState"] == "available"
-    assert cli("registry", "remove", service.service_id, CONSUMER, "--by", "bob")[0] == 0
+    assert cli("registry", "remove", service.service_id, CONSUMER, "--by", "bob", "-y")[0] == 0
     stream.drain()
     subject = f"grant#{service.service_id}#{CONSUMER}"
     trail = [(i.action, i.actor) for i in AuditItem.query(subject)]

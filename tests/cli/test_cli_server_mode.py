@@ -63,14 +63,15 @@ def test_every_command_through_endpoint_url(
     assert CONSUMER in cli("registry", "list")[1]
 
     export = tmp_path / "grants.csv"
-    assert cli("registry", "export", "--format", "csv", "--output", str(export))[0] == 0
+    assert cli("registry", "export", "-o", "csv", "--file", str(export))[0] == 0
     code, out = cli("registry", "import", str(export))
     assert (code, "1 unchanged" in out) == (0, True)
 
-    assert cli("registry", "suspend", svc.service_id, CONSUMER, "--revoke", "--by", "bob")[0] == 0
+    suspend = ("registry", "suspend", svc.service_id, CONSUMER, "--revoke", "--by", "bob", "--yes")
+    assert cli(*suspend)[0] == 0
     stream.drain()
     assert provider.connections(svc.service_id)[0]["VpcEndpointState"] == "rejected"
-    assert cli("registry", "remove", svc.service_id, CONSUMER, "--by", "carol")[0] == 0
+    assert cli("registry", "remove", svc.service_id, CONSUMER, "--by", "carol", "--yes")[0] == 0
     stream.drain()
 
     code, out = cli("audit", "--consumer", CONSUMER, "--format", "json")

@@ -81,7 +81,7 @@ def test_services_add_needs_a_topic_and_a_real_service(
     assert "vpce-approver" in err  # names the stack it looked for
     code, _, err = cli("services", "add", "vpce-svc-00000000000000000", "--topic-arn", "x")
     assert code == 2
-    assert "not found among this account's endpoint services" in err
+    assert "not found among the endpoint services of account 123456789012, region us-east-1" in err
     code, _, err = cli("services", "add", svc.service_id, "--topic-arn", "not-an-arn")
     assert code == 2
     assert "is not an SNS topic ARN" in err
@@ -187,7 +187,11 @@ def test_pending_lists_waiting_connections_with_their_decision(
     assert rows[THIRD]["vpc_endpoint_id"] == ids[THIRD]
     code, out, err = cli("pending")
     assert "3 pending connection(s) on 1 managed service(s)" in err
-    assert out.splitlines()[0].split()[:4] == ["SERVICE", "ENDPOINT", "OWNER", "REGION"]
+    # 9 columns do not fit 100 characters: one block per connection, every field labelled
+    lines = out.splitlines()
+    assert [line.split()[0] for line in lines[1:9]] == [
+        "ENDPOINT", "OWNER", "REGION", "AGE", "DECISION", "CODE", "ESCALATION", "WHY"
+    ]  # fmt: skip
     deployment.poller().drain()
     code, out, _ = cli("pending", "--format", "json")
     assert [(r["owner"], r["escalation"]) for r in json.loads(out)] == [(THIRD, "open")]

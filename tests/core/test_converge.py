@@ -52,7 +52,7 @@ def test_registry_hit_is_accepted_within_one_poll(
         "allowed",
         CONSUMER,
     )
-    assert record.outcome == "requested"
+    assert record.outcome == "done"  # written "requested" before the call, then settled
     assert record.trigger == "notification"
     assert recorder.values["Accepted"] == 1
     assert recorder.values["DecisionLatency"] >= 0
@@ -65,7 +65,7 @@ def test_deny_is_rejected(
     vpce = consumer.create_endpoint(service.service_name)
     deployment.poller().drain()
     assert state(provider, vpce) == "rejected"
-    assert audit_actions(vpce) == [("reject", "requested")]
+    assert audit_actions(vpce) == [("reject", "done")]
 
 
 @pytest.mark.parametrize(
@@ -135,7 +135,7 @@ def test_duplicate_and_reordered_notifications_decide_once(
     poller = deployment.poller(deps, batch_size=2)  # several invocations, interleaved
     assert poller.drain() == 6 + 1  # the Accept notification our accept caused comes too
     assert state(provider, accepted) == "available"
-    assert audit_actions(accepted) == [("accept", "requested")]
+    assert audit_actions(accepted) == [("accept", "done")]
     assert audit_actions(escalated) == [("escalate", "pending-human")]
     # and a whole-service converge afterwards changes nothing
     report = converge(service.service_id, deps)
@@ -388,7 +388,7 @@ def test_escalation_raced_by_an_accept_is_closed_not_left_open(
     assert state(provider, vpce) == "available"
     assert report.escalated == []
     item = EscalationItem.get(vpce, consistent_read=True)
-    assert (item.state, item.outcome) == ("settled", "accepted-elsewhere")
+    assert (item.state, item.outcome) == ("settled", "accepted-by-grant")  # the racing grant did it
     assert posted == []
 
 

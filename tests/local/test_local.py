@@ -38,12 +38,29 @@ def wait_for(predicate: object, attempts: int = 200) -> bool:
     return False
 
 
-def test_boto3_against_local_server_sees_the_service_accept(running: local.LocalService) -> None:
+def allowed(provider: Provider, service_id: str) -> set[str]:
+    permissions = provider.client("ec2").describe_vpc_endpoint_service_permissions(
+        ServiceId=service_id
+    )
+    return {p["Principal"] for p in permissions["AllowedPrincipals"]}
+
+
+def test_the_sample_service_starts_with_an_empty_allow_list_and_a_grant_opens_it(
+    running: local.LocalService,
+) -> None:
+    """The README's story: nobody may connect until the registry adds the consumer's principal;
+    then its endpoint is accepted without anyone clicking."""
+    from botocore.exceptions import ClientError
+
     provider = Provider(endpoint_url=running.url)
+    service = running.service
+    assert allowed(provider, service.service_id) == set()
     consumer = provider.consumer("111111111111")
+    with pytest.raises(ClientError):
+        consumer.create_endpoint(service.service_name)
     running.deployment.deps().registry.put(
         Grant(
-            running.service.service_id,
+            service.service_id,
             "111111111111",
             GrantStatus.ALLOW,
             principals=("arn:aws:iam::111111111111:root",),
@@ -51,10 +68,13 @@ def test_boto3_against_local_server_sees_the_service_accept(running: local.Local
         by="test",
         now=datetime.now(UTC),
     )
-    vpce = consumer.create_endpoint(running.service.service_name)
+    assert wait_for(
+        lambda: allowed(provider, service.service_id) == {"arn:aws:iam::111111111111:root"}
+    ), "the registry stream should put the consumer's principal on the allow-list"
+    vpce = consumer.create_endpoint(service.service_name)
 
     def available() -> bool:
-        conns = provider.connections(running.service.service_id)
+        conns = provider.connections(service.service_id)
         return any(
             c["VpcEndpointId"] == vpce and c["VpcEndpointState"] == "available" for c in conns
         )
@@ -65,6 +85,7 @@ def test_boto3_against_local_server_sees_the_service_accept(running: local.Local
 def test_a_grant_added_later_accepts_the_waiting_connection(running: local.LocalService) -> None:
     """`vpce-approver local` runs the registry stream too, as the deployed stack does."""
     provider = Provider(endpoint_url=running.url)
+    provider.allow(running.service.service_id, "arn:aws:iam::333333333333:root")  # by hand
     vpce = provider.consumer("333333333333").create_endpoint(running.service.service_name)
 
     def state() -> str | None:
@@ -85,6 +106,7 @@ def test_escalations_show_up_on_the_local_slack_page(running: local.LocalService
     import urllib.request
 
     provider = Provider(endpoint_url=running.url)
+    provider.allow(running.service.service_id, "arn:aws:iam::222222222222:root")  # by hand
     vpce = provider.consumer("222222222222").create_endpoint(running.service.service_name)
 
     def on_page() -> bool:
@@ -111,7 +133,7 @@ def test_banner_suggests_commands_that_parse(running: local.LocalService) -> Non
 def test_cli_local_prints_where_it_listens_and_stops_on_ctrl_c() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "vpce_tools.cli", "local", "--port", "0"],
+        [sys.executable, "-m", "vpce_tools.cli", "local", "--port", "0", "--slack-port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -120,9 +142,9 @@ def test_cli_local_prints_where_it_listens_and_stops_on_ctrl_c() -> None:
     try:
         assert proc.stdout is not None
         first = proc.stdout.readline()
-        assert first.startswith("vpce-approver local: emulator listening on http://127.0.0.1:")
+        assert first.startswith("vpce-approver local: emulator on http://127.0.0.1:")
         for line in proc.stdout:
-            if line.startswith("Ctrl-C stops."):
+            if "Ctrl-C stops." in line:
                 break
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0

@@ -174,7 +174,7 @@ def test_suspend_removes_principal_and_revokes_when_asked(
     if revoked:
         reject = [i for i in audit(vpce) if i.code == "revoked"]
         assert [(i.action, i.actor, i.outcome) for i in reject] == [
-            ("reject", "registry:bob", "requested")
+            ("reject", "registry:bob", "done")
         ]
 
 

@@ -39,14 +39,19 @@ def test_throttling_burst_is_retried_with_backoff(
     connections: int,
     batch: int,
 ) -> None:
-    """Accept/Reject throttled at AWS's 10 burst, 1/s: small batches make ~60 invocations call
-    Accept and Reject back to back. botocore's standard retries back off (on a fake clock that
-    the throttle refills from); what still fails is redelivered; the sweep ends the rest."""
+    """Accept/Reject throttled at AWS's 10 burst, 1/s, the burst already spent by other callers:
+    ~60 small invocations (each converges everything pending on the service, so the first
+    ones decide most of it) meet an empty bucket. botocore's standard retries back off (on a fake
+    clock that the throttle refills from); what still fails is redelivered; the sweep ends the
+    rest."""
     clock = throttle.FakeClock()
     queue = MemoryQueue(deployment.topic_arn)
     deps = deployment.deps(port=RecordingPort())
     with throttle.throttled(clock=clock), no_sleep(clock) as slept, queue.listening():
         ids = populate(deployment, provider, service, connections)
+        for action in throttle.THROTTLED_ACTIONS:  # the burst is gone: every call waits
+            while throttle.take(provider.account_id, provider.region, action):
+                pass
         with Injector(deps.ec2.client) as spy:
             codes = spy.observe()
             queue.drain(processor(deps), batch)
@@ -90,9 +95,10 @@ def test_throttled_until_dlq_then_sweep_converges(
     assert len(queue.dlq) == 30
     assert during.accepted == 0
     assert during.wrong_accepts == []
-    # each attempt left its "requested" record: the trail shows what was tried
+    # each attempt left its "requested" record: the trail shows what was tried (every invocation
+    # converges the whole service, so each connection was tried at least once per receive)
     assert all(
-        [i.action for i in AuditItem.query(vpce)].count("accept") == 3 for vpce in ids[ALLOWED]
+        [i.action for i in AuditItem.query(vpce)].count("accept") >= 3 for vpce in ids[ALLOWED]
     )
     report = sweep(deps)
     assert report.summary()["accepted"] == 30
@@ -146,7 +152,9 @@ def test_partial_unsuccessful_is_audited_and_swept(
     for vpce in dropped:
         outcomes = failed_outcomes(vpce)
         assert set(outcomes) == {f"failed:{code}"}
-        assert len(outcomes) > 1 if transient else len(outcomes) == 1
+        # transient: its own records are redelivered. Settled: never redelivered (no DLQ above);
+        # another hint of the same service may still converge it again (it is still pending)
+        assert len(outcomes) > 1 if transient else len(outcomes) >= 1
     before = check_deployment(provider, [service.service_id])
     assert before.wrong_accepts == []
     assert sorted(before.stuck) == sorted(dropped)  # not lost: waiting for the sweep

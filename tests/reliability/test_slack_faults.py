@@ -279,7 +279,7 @@ def test_replayed_click_acts_once(
     answers = [local.interact(headers, body)[0] for _ in range(3)]
     assert answers == [200, 200, 200]
     accepts = [i for i in AuditItem.query(vpce) if i.action == "accept"]
-    assert [(i.actor, i.outcome) for i in accepts] == [(f"slack:{APPROVER}", "requested")]
+    assert [(i.actor, i.outcome) for i in accepts] == [(f"slack:{APPROVER}", "done")]
     verdict = check_deployment(provider, [service.service_id], approved_by_human=[vpce])
     verdict.assert_sound()
     assert verdict.accepted == 1

@@ -135,7 +135,7 @@ def test_approve_accepts_updates_the_message_and_audits_the_user(
         "approved",
         f"slack:{APPROVER}",
     )
-    assert ("accept", f"slack:{APPROVER}", "requested") in audit(vpce)
+    assert ("accept", f"slack:{APPROVER}", "done") in audit(vpce)
 
 
 def test_reject_rejects(
@@ -146,7 +146,7 @@ def test_reject_rejects(
     local.fake.click(msg.channel, msg.ts, "reject", user=SECOND_APPROVER)
     assert state(provider, vpce) == "rejected"
     assert f"Rejected by @{SECOND_APPROVER}" in render_text(message(local, vpce).blocks)
-    assert ("reject", f"slack:{SECOND_APPROVER}", "requested") in audit(vpce)
+    assert ("reject", f"slack:{SECOND_APPROVER}", "done") in audit(vpce)
 
 
 def test_approve_and_register_writes_an_allow_grant(
@@ -263,9 +263,7 @@ def test_replayed_request_does_not_act_twice(
     assert status == 200
     assert accepts.count == 1
     assert any("Already settled" in r for r in local.fake.ephemerals_for(APPROVER))
-    assert [a for a in audit(vpce) if a[0] == "accept"] == [
-        ("accept", f"slack:{APPROVER}", "requested")
-    ]
+    assert [a for a in audit(vpce) if a[0] == "accept"] == [("accept", f"slack:{APPROVER}", "done")]
     assert no_buttons(local, vpce)
 
 

@@ -3,6 +3,7 @@ and escalations Slack never saw. Behaviour and call counts only; speed is the be
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -18,6 +19,7 @@ from vpce_approver.escalations import EscalationPort
 from vpce_approver.model import GrantStatus
 from vpce_approver.sweep import Cursor, CursorStore, DriftSummary, sweep
 from vpce_approver.tables import SERVICE_MARKER, AuditItem, EscalationItem, RegistryItem
+from vpce_tools.cli import main as cli_main
 from vpce_tools.emulator import seed_connections
 from vpce_tools.emulator.world import Consumer, EndpointService, Provider
 from vpce_tools.stack import LocalDeployment
@@ -99,7 +101,7 @@ def test_lost_notification_is_converged_by_one_sweep(
     assert not report.cut_off
     assert report.errors == {}
     [record] = AuditItem.query(vpce)
-    assert (record.action, record.trigger, record.outcome) == ("accept", "sweep", "requested")
+    assert (record.action, record.trigger, record.outcome) == ("accept", "sweep", "done")
     # a second sweep finds nothing to do
     again = sweep(deps)
     assert again.total("accept:done") == 0
@@ -252,26 +254,49 @@ def test_drift_never_rejects_a_connection_a_human_approved(
     service: EndpointService,
     consumer: Consumer,
     provider: Provider,
+    recorder: MetricsRecorder,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Approved in Slack without a grant: the policy would not accept it, but a person did.
-    Revocation on by default must not undo that on the next sweep."""
+    It is its own state, not drift: never revoked (revocation on), not counted or summarised as
+    drift on every sweep, reported apart (report, metric, CLI)."""
     vpce = consumer.create_endpoint(service.service_name)
     deployment.poller(deps).drain()  # no grant: escalated
     assert approve_in_slack(deployment, vpce, datetime.now(UTC)) == "approved"
     assert state(provider, vpce) == "available"
 
-    revoking = replace(deps, settings=replace(deps.settings, revoke_default=True))
-    report = sweep(revoking)
-    [item] = report.drift
-    assert (item.vpc_endpoint_id, item.code, item.revoke, item.outcome) == (
-        vpce,
-        "no-grant",
-        False,
-        "reported",
+    port = RecordingPort()
+    revoking = replace(
+        deps,
+        settings=replace(deps.settings, revoke_default=True),
+        metrics=recorder,
+        port=_port(port),
     )
-    assert "approved by a human" in item.reason
+    for _ in range(2):  # every sweep, the same
+        report = sweep(revoking)
+        assert report.drift == []
+        [item] = report.approved
+        assert (item.vpc_endpoint_id, item.code, item.revoke, item.outcome) == (
+            vpce,
+            "no-grant",
+            False,
+            "approved-by-person",
+        )
+        assert item.reason.startswith("approved by a person at ")
+        assert (report.summary()["drift"], report.summary()["approved_no_grant"]) == (0, 1)
+    assert (recorder.values["Drift"], recorder.values["ApprovedNoGrant"]) == (0, 2)
+    assert port.drift_summaries == []  # no drift summary to Slack
     assert state(provider, vpce) == "available"
     assert [r for r in AuditItem.query(vpce) if r.actor == "sweep"] == []
+
+    capsys.readouterr()
+    assert cli_main(["sweep"]) == 0  # the real CLI
+    out = capsys.readouterr().out
+    assert f"approved by a person, no grant: {vpce} ({CONSUMER})" in out
+    assert "drift:" not in out
+    assert cli_main(["sweep", "-o", "json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["drift"], summary["approved_no_grant"]) == (0, 1)
 
 
 def test_a_registry_change_after_the_approval_revokes_it(
@@ -288,8 +313,8 @@ def test_a_registry_change_after_the_approval_revokes_it(
     deployment.poller(deps).drain()  # suspended: escalated
     start = datetime.now(UTC)
     assert approve_in_slack(deployment, vpce, start + timedelta(minutes=1)) == "approved"
-    [item] = sweep(deps).drift  # the suspension predates the approval: kept
-    assert (item.code, item.outcome) == ("suspended", "reported")
+    [item] = sweep(deps).approved  # the suspension predates the approval: kept, not drift
+    assert (item.code, item.outcome) == ("suspended", "approved-by-person")
     assert state(provider, vpce) == "available"
 
     suspended_again = grant(service.service_id, status=GrantStatus.SUSPENDED, revoke=True)

@@ -35,6 +35,7 @@ from conftest import THIRD, grant
 from vpce_approver import registry as registry_module
 from vpce_approver.handlers import slack_interactivity, slack_worker
 from vpce_approver.sweep import Cursor, CursorItem, CursorStore
+from vpce_approver.sweep.lease import LeaseItem
 from vpce_approver.tables import SERVICE_MARKER, EscalationItem
 from vpce_tools import policies
 from vpce_tools import template as cfn_template
@@ -302,6 +303,7 @@ def _invoke(world: World, function: str, event: Any, *, timeout: float | None = 
     # sweep cursor's client (cached before the recorder was installed, its calls would go unseen)
     # nor the Slack handlers' cached services (bound to an earlier test's fake Slack).
     CursorItem._connection = None
+    LeaseItem._connection = None
     slack_worker.default_services.cache_clear()
     slack_interactivity.default_services.cache_clear()
     return invoke.invoke(spec, event, overrides=world.env)

@@ -37,6 +37,9 @@ ANY_RESOURCE_OK = {
     "cloudwatch:PutMetricData",
     "xray:PutTraceSegments",
     "xray:PutTelemetryRecords",
+    "xray:GetSamplingRules",
+    "xray:GetSamplingTargets",
+    "xray:GetSamplingStatisticSummaries",
 }
 
 
@@ -77,16 +80,36 @@ def test_functions_share_the_runtime_and_the_package(function: str) -> None:
 
 
 @pytest.mark.parametrize("function", FUNCTIONS)
-def test_every_function_has_an_explicit_log_group_with_retention(function: str) -> None:
-    res = Resolver(SOURCE, stack=STACK)
-    expected = f"/aws/lambda/{res.physical_name(function)}"
-    groups = [
-        props
-        for _, props in resources_of(SOURCE, "AWS::Logs::LogGroup")
-        if res.resolve(props.get("LogGroupName")) == expected
-    ]
-    assert len(groups) == 1, f"{function}: add an AWS::Logs::LogGroup named {expected}"
-    assert groups[0].get("RetentionInDays") == {"Ref": "LogRetentionDays"}
+def test_every_function_logs_to_its_own_log_group_created_first(function: str) -> None:
+    """LoggingConfig names the stack's log group (so CloudFormation creates it, with retention and
+    the stack's key, before the function), and the role cannot create a group: Lambda can never
+    race the stack to /aws/lambda/<name> ("already exists" at create, after a delete)."""
+    props = merged_props(function)
+    group_id = ref_id(props["LoggingConfig"]["LogGroup"])
+    assert group_id is not None
+    group = SOURCE["Resources"][group_id]
+    assert group["Type"] == "AWS::Logs::LogGroup"
+    assert group.get("Condition") == SOURCE["Resources"][function].get("Condition")
+    assert group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+    assert group["Properties"]["KmsKeyId"] == {"Fn::GetAtt": ["StackKey", "Arn"]}
+    assert "Retain" not in {group.get("DeletionPolicy"), group.get("UpdateReplacePolicy")}
+    assert "LogGroupName" in group["Properties"]
+
+
+def test_no_role_may_create_log_groups_or_write_to_another_functions(
+    transformed: dict[str, Any], function_policies: dict[str, policies.FunctionPolicy]
+) -> None:
+    res = policies.resolver(transformed, **policies.FEATURES)
+    groups = {
+        function: res.get_att(ref_id(merged_props(function)["LoggingConfig"]["LogGroup"]), "Arn")
+        for function in FUNCTIONS
+    }
+    for function, policy in function_policies.items():
+        assert not policy.decide("logs:CreateLogGroup", "*", {}).allowed
+        for owner, arn in groups.items():
+            stream = arn.removesuffix("*") + "log-stream:2026/12/01/[$LATEST]abc"
+            allowed = policy.decide("logs:PutLogEvents", stream, {}).allowed
+            assert allowed == (owner == function), (function, owner)
 
 
 # ---------------------------------------------------------------------- least privilege
@@ -306,7 +329,7 @@ def dashboard_metrics() -> tuple[set[str], set[str]]:
             namespace, name, *dims = [m for m in metric if isinstance(m, str)]
             if namespace == "VpceApprover":
                 app.add(name)
-                assert dims == ["service", "vpce-approver"], metric
+                assert dims == ["service", "vpce-approver", "deployment", STACK], metric
             if namespace == "AWS/Lambda":
                 functions.add(dims[1])
     return app, functions

@@ -1,33 +1,80 @@
-"""Connection notifications: SNS -> SQS -> this Lambda (batches of up to 1,000 records).
+"""Connection notifications: SNS -> SQS -> this Lambda (no batching window, up to 10 records).
 
-Records are hints. They are grouped by service: Connect hints converge the endpoints they name (or
-the whole service when one names none); Accept/Reject/Delete hints close open escalations. When a
-service's converge fails, all its records are reported as batch item failures, so SQS redelivers
-just those (then the DLQ). Malformed records are logged and dropped: they name nothing to act on,
-and the sweep converges every managed service anyway."""
+Records are hints. They are grouped by service: a Connect hint converges everything pending on its
+service, not just the endpoint it names (the same one Describe either way), so the first invocation
+of a burst takes all of the burst that has arrived and later ones find little or nothing left: a
+lone Connect is decided as soon as it arrives, a burst still costs a handful of Accept calls
+(docs/BENCHMARKS.md, P1/P5). Accept/Reject/Delete hints close open escalations. When a service's
+converge fails, all its records are reported as batch item failures, so SQS redelivers just those
+(then the DLQ). Malformed records are logged and dropped: they name nothing to act on, and the sweep
+converges every managed service anyway.
+
+Imports: what the decision path needs (converge, pynamodb, botocore) is imported on first use, not
+with this module (docs/BENCHMARKS.md, P3)."""
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools.utilities.typing import LambdaContext
-
-from ..converge import Deps, converge, follow
 from ..notifications import Hint, NotificationError, parse_record
 from ..observability import logger, metrics, tracer
-from ..runtime import default_deps
+from ..pacing import Pacer
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+    from ..converge import Deps, Report
 
 FOLLOW_EVENTS = {"Accept", "Reject", "Delete"}
+
+
+@functools.cache
+def default_pacer() -> Pacer:
+    """The container's pacer (reset with default_pacer.cache_clear())."""
+    return Pacer()
 
 
 class RetryableError(RuntimeError):
     """Some decisions could not be applied for a reason that may pass: retry the records."""
 
 
-def process(records: Sequence[object], deps: Deps) -> list[str]:
-    """Handle a batch; return the ids of records that must be retried."""
+def mutating_calls(report: Report, ids_per_call: int) -> int:
+    """Accept/Reject calls a converge made (one per action and chunk of IDs)."""
+    from ..model import Action
+
+    tried = [
+        o.decision.action
+        for o in report.outcomes
+        if o.decision.action in (Action.ACCEPT, Action.REJECT)
+        and (o.result == "done" or o.result.startswith("failed:"))
+    ]
+    return sum(-(-tried.count(a) // ids_per_call) for a in (Action.ACCEPT, Action.REJECT))
+
+
+def paced_converge(service_id: str, deps: Deps, pacer: Pacer | None) -> Report:
+    """converge() of everything pending on the service. With a pacer and no token, it waits
+    before deciding, so that what arrives meanwhile is decided in the same Accept call; the
+    pending connections are read first, so a hint whose connection is already decided (by this
+    burst's earlier converge) costs that one Describe and no wait."""
+    from ..converge import converge
+
+    if pacer is None:
+        return converge(service_id, deps, trigger="notification")
+    pending = deps.ec2.connections(service_id, states=["pendingAcceptance"])
+    if pending and pacer.delay() > 0:
+        pacer.wait()
+        pending = deps.ec2.connections(service_id, states=["pendingAcceptance"])
+    report = converge(service_id, deps, trigger="notification", pending=pending)
+    pacer.spend(mutating_calls(report, deps.ec2.ids_per_call))
+    return report
+
+
+def process(records: Sequence[object], deps: Deps, pacer: Pacer | None = None) -> list[str]:
+    """Handle a batch; return the ids of records that must be retried. With a pacer (the
+    Lambda handler's, one per container), a converge waits for a token (pacing.py)."""
     groups: dict[str, list[tuple[str, Hint]]] = defaultdict(list)
     for index, record in enumerate(records):
         if not isinstance(record, Mapping):  # not even a record: nothing to act on or retry
@@ -51,6 +98,8 @@ def process(records: Sequence[object], deps: Deps) -> list[str]:
         groups[hint.service_id].append((record_id, hint))
 
     failed: list[str] = []
+    if groups:
+        from ..converge import follow
     for service_id, items in groups.items():
         hints = [h for _, h in items]
         converge_hints = [h for h in hints if h.event not in FOLLOW_EVENTS]
@@ -61,9 +110,10 @@ def process(records: Sequence[object], deps: Deps) -> list[str]:
         ]
         try:
             if converge_hints:
-                named = [h.endpoint_id for h in converge_hints]
-                ids = None if any(i is None for i in named) else [i for i in named if i]
-                report = converge(service_id, deps, endpoint_ids=ids, trigger="notification")
+                # Everything pending on the service, not only the endpoints named: the same
+                # Describe, and the Connects still queued behind this one are decided now, in
+                # this one Accept call (their own hints then find nothing left to do).
+                report = paced_converge(service_id, deps, pacer)
                 if report.retryable:
                     # e.g. throttled beyond botocore's retries: redeliver these records now
                     # rather than leave the connections waiting for the next sweep.
@@ -89,7 +139,9 @@ def handler(event: Mapping[str, Any], context: LambdaContext) -> dict[str, Any]:
         logger.error("event has no Records list: ignored")
         metrics.add_metric("MalformedNotifications", "Count", 1)
         return {"batchItemFailures": []}
-    failed = process(records, default_deps())
+    from ..runtime import default_deps
+
+    failed = process(records, default_deps(), default_pacer())
     if failed and any("Sns" in r for r in records if isinstance(r, Mapping)):
         # Direct SNS subscription: no partial batch response; fail so SNS retries the delivery.
         raise RuntimeError(f"{len(failed)} notification(s) could not be converged")

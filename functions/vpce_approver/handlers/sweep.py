@@ -8,6 +8,7 @@ invocation's failure destination (the sweep DLQ) and the Errors alarm see it."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -16,6 +17,7 @@ from ..converge import Deps
 from ..observability import logger, metrics, tracer
 from ..runtime import default_deps
 from ..sweep import SweepReport, sweep
+from ..sweep.lease import SweepLease
 
 
 class SweepFailed(RuntimeError):
@@ -25,7 +27,18 @@ class SweepFailed(RuntimeError):
 def run(event: Mapping[str, Any], context: LambdaContext, deps: Deps) -> dict[str, Any]:
     source = event.get("source") if isinstance(event, Mapping) else None
     logger.info("sweep started", extra={"source": source, "event_id": _event_id(event)})
-    report: SweepReport = sweep(deps, remaining_ms=context.get_remaining_time_in_millis)
+    # One sweeper at a time (sweep/lease.py): a run that finds the lease held does nothing.
+    lease = SweepLease(getattr(context, "aws_request_id", None))
+    lifetime = timedelta(milliseconds=context.get_remaining_time_in_millis())
+    held = lease.acquire(deps.clock(), lifetime)
+    if held is not None:
+        logger.info("sweep skipped: another run holds the lease", extra={"lease": held.as_dict()})
+        deps.metrics.add_metric("SweepSkipped", "Count", 1)
+        return held.as_dict()
+    try:
+        report: SweepReport = sweep(deps, remaining_ms=context.get_remaining_time_in_millis)
+    finally:
+        lease.release()
     summary = report.summary()
     summary.pop("per_service", None)
     logger.info("sweep finished", extra={"sweep": summary})

@@ -43,6 +43,9 @@ OUTCOME_LINES = {
         "account are auto-approved"
     ),
     "rejected": ":no_entry: *Rejected* by {who} at {at}",
+    "accepted-by-grant": (
+        ":white_check_mark: *Accepted by a registry grant* added meanwhile (seen {at} by {who})"
+    ),
     "accepted-elsewhere": ":information_source: *Accepted elsewhere* (seen {at} by {who})",
     "rejected-elsewhere": ":information_source: *Rejected elsewhere* (seen {at} by {who})",
     "withdrawn": ":information_source: *Withdrawn*: the endpoint was deleted (seen {at} by {who})",

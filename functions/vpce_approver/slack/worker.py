@@ -121,7 +121,7 @@ class Worker:
 
         action = Action.REJECT if job.action == REJECT else Action.ACCEPT
         verb = "rejected" if action is Action.REJECT else "approved"
-        self._audit(
+        requested = self._audit(
             item,
             job,
             action=action.value,
@@ -130,15 +130,10 @@ class Worker:
         )
         call = self.deps.ec2.reject if action is Action.REJECT else self.deps.ec2.accept
         result = call(item.service_id, [item.vpc_endpoint_id])
+        failed = {f.vpc_endpoint_id: f.code for f in result.failed}
+        self.deps.audit.settle([requested], result.succeeded, failed)  # -> done | failed:<code>
         if result.failed:
             failure = result.failed[0]
-            self._audit(
-                item,
-                job,
-                action=action.value,
-                outcome=f"failed:{failure.code}",
-                reason=failure.message or failure.code,
-            )
             conn = self._connection(item)
             if conn is None or not conn.pending_acceptance:
                 return self._decide(item, job, claim)  # settled meanwhile: say so
@@ -374,25 +369,23 @@ class Worker:
 
     def _audit(
         self, item: EscalationItem, job: Job, *, action: str, outcome: str, reason: str
-    ) -> None:
-        self.deps.audit.write(
-            [
-                AuditRecord(
-                    subject=item.vpc_endpoint_id,
-                    action=action,
-                    actor=f"slack:{job.user}",
-                    at=self.deps.clock(),
-                    code="human",
-                    reason=reason,
-                    trigger=TRIGGER,
-                    outcome=outcome,
-                    service_id=item.service_id,
-                    vpc_endpoint_id=item.vpc_endpoint_id,
-                    consumer=item.consumer,
-                    region=item.region,
-                )
-            ]
+    ) -> AuditRecord:
+        record = AuditRecord(
+            subject=item.vpc_endpoint_id,
+            action=action,
+            actor=f"slack:{job.user}",
+            at=self.deps.clock(),
+            code="human",
+            reason=reason,
+            trigger=TRIGGER,
+            outcome=outcome,
+            service_id=item.service_id,
+            vpc_endpoint_id=item.vpc_endpoint_id,
+            consumer=item.consumer,
+            region=item.region,
         )
+        self.deps.audit.write([record])
+        return record
 
     def _ephemeral(self, job: Job, text: str) -> None:
         if not job.channel:

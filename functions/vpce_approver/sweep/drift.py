@@ -1,6 +1,7 @@
 """Drift: live connections whose consumer no longer has a live allow grant. Reported always,
-rejected only when revocation is on for it, and never against a human approval that no later
-registry change overrode."""
+rejected only when revocation is on for it. A connection a person approved in Slack, with no
+registry change since, is not drift but its own state (HUMAN_APPROVED): reported apart, never
+rejected."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from ..converge import Deps
 from ..grants import REVOKE_SKEW
 from ..model import Action, Connection, DefaultDecision, Grant, Reason
 from ..policy import decide
-from .report import DriftItem
+from .report import HUMAN_APPROVED, DriftItem
 
 
 def _revoke_for(grant_revoke: bool | None, default: bool) -> bool:
@@ -74,11 +75,12 @@ def find_drift(service_id: str, live: Sequence[Connection], deps: Deps) -> list[
 def _honour_approvals(
     drift: list[DriftItem], deciding: dict[str, Grant | None], deps: Deps
 ) -> list[DriftItem]:
-    """A connection a human approved in Slack is kept (reported, not revoked) unless its deciding
-    grant was changed after the approval: a person's decision is undone only by a later, explicit
-    registry change (docs/SWEEP.md, "Drift and human approvals")."""
-    revocable = [d.vpc_endpoint_id for d in drift if d.revoke]
-    approved = deps.escalations.approvals(revocable) if revocable else {}
+    """A connection a human approved in Slack (and no grant allows) is its own state, not drift:
+    "approved by a person, no grant", never revoked, unless its deciding grant was changed after
+    the approval: a person's decision is undone only by a later, explicit registry change
+    (docs/SWEEP.md, "Drift and human approvals"). One escalations read for the chunk's drift."""
+    candidates = [d.vpc_endpoint_id for d in drift if d.vpc_endpoint_id in deciding]
+    approved = deps.escalations.approvals(candidates) if candidates else {}
     if not approved:
         return drift
     out = []
@@ -88,8 +90,8 @@ def _honour_approvals(
         changed = grant.updated_at if grant is not None else None
         # Grant times are whole seconds: a change within the approval's second counts as later.
         if at is not None and (changed is None or changed + REVOKE_SKEW <= at):
-            reason = f"{item.reason}; approved by a human at {stamp(at)}: kept"
-            item = dataclasses.replace(item, reason=reason, revoke=False)
+            reason = f"approved by a person at {stamp(at)}, no grant ({item.reason})"
+            item = dataclasses.replace(item, reason=reason, revoke=False, outcome=HUMAN_APPROVED)
         out.append(item)
     return out
 
@@ -125,7 +127,7 @@ def reject_drift(service_id: str, drift: list[DriftItem], deps: Deps, *, act: bo
     result = deps.ec2.reject(service_id, [d.vpc_endpoint_id for d in targets])
     for vpce_id in result.succeeded:
         drift[index[vpce_id]] = dataclasses.replace(drift[index[vpce_id]], outcome="rejected")
-    failures = []
+    failures: dict[str, str] = {}
     for failure in result.failed:
         if failure.vpc_endpoint_id not in index:
             continue
@@ -133,19 +135,5 @@ def reject_drift(service_id: str, drift: list[DriftItem], deps: Deps, *, act: bo
         drift[index[failure.vpc_endpoint_id]] = dataclasses.replace(
             item, outcome=f"failed:{failure.code}"
         )
-        failures.append(
-            AuditRecord(
-                subject=item.vpc_endpoint_id,
-                action="reject",
-                actor="sweep",
-                at=deps.clock(),
-                code=item.code,
-                reason=f"drift: {failure.message}",
-                trigger="sweep",
-                outcome=f"failed:{failure.code}",
-                service_id=service_id,
-                vpc_endpoint_id=item.vpc_endpoint_id,
-                consumer=item.consumer,
-            )
-        )
-    deps.audit.write(failures)
+        failures[failure.vpc_endpoint_id] = failure.code
+    deps.audit.settle(records, result.succeeded, failures)  # "requested" -> done | failed

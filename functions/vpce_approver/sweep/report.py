@@ -26,6 +26,11 @@ class Cursor:
     next_token: str | None = None  # None: the service from its first page
 
 
+# A live connection without a grant that a person approved in Slack (no registry change since):
+# its own state, reported apart from drift, never revoked.
+HUMAN_APPROVED = "approved-by-person"
+
+
 @dataclass(frozen=True, slots=True)
 class DriftItem:
     service_id: str
@@ -35,7 +40,7 @@ class DriftItem:
     code: str
     reason: str
     revoke: bool
-    outcome: str  # reported | rejected | would-reject | failed:<code>
+    outcome: str  # reported | rejected | would-reject | failed:<code> | approved-by-person
 
     def as_dict(self) -> dict[str, str]:
         return {
@@ -67,6 +72,7 @@ class ServiceSweep:
     pending: int = 0
     results: dict[str, int] = field(default_factory=dict)  # "accept:done" -> n, as converge
     drift: list[DriftItem] = field(default_factory=list)
+    approved: list[DriftItem] = field(default_factory=list)  # HUMAN_APPROVED: not drift
     complete: bool = False
     error: str | None = None
 
@@ -84,6 +90,7 @@ class ServiceSweep:
             "complete": self.complete,
             **dict(sorted(self.results.items())),
             "drift": len(self.drift),
+            "approved_no_grant": len(self.approved),
         }
         if self.fixes:
             out["fixes"] = list(self.fixes)
@@ -128,6 +135,11 @@ class SweepReport:
     def drift(self) -> list[DriftItem]:
         return [d for s in self.services for d in s.drift]
 
+    @property
+    def approved(self) -> list[DriftItem]:
+        """Live connections a person approved in Slack that no grant allows (not drift)."""
+        return [d for s in self.services for d in s.approved]
+
     def total(self, key: str) -> int:
         return sum(s.results.get(key, 0) for s in self.services)
 
@@ -147,6 +159,7 @@ class SweepReport:
             "shadow": sum(v for s in self.services for k, v in s.results.items() if "shadow" in k),
             "drift": len(self.drift),
             "drift_rejected": sum(1 for d in self.drift if d.outcome == "rejected"),
+            "approved_no_grant": len(self.approved),
             "fixes": [f"{s.service_id}: {f}" for s in self.services for f in s.fixes],
             "warnings": [f"{s.service_id}: {w}" for s in self.services for w in s.warnings],
             "escalations": dataclasses.asdict(esc),

@@ -17,7 +17,15 @@ from .cursor import CursorStore, Deadline, _rotation
 from .drift import find_drift, reject_drift
 from .ensure import ensure_service
 from .escalations import maintain_escalations
-from .report import Cursor, DriftReporter, DriftSummary, Progress, ServiceSweep, SweepReport
+from .report import (
+    HUMAN_APPROVED,
+    Cursor,
+    DriftReporter,
+    DriftSummary,
+    Progress,
+    ServiceSweep,
+    SweepReport,
+)
 
 log = logging.getLogger("vpce_approver.sweep")
 
@@ -63,6 +71,8 @@ def _process_chunk(
         report = converge(service_id, deps, pending=pending, trigger="sweep")
         result.add_results(report.summary())
     drift = find_drift(service_id, live, deps)
+    result.approved.extend(d for d in drift if d.outcome == HUMAN_APPROVED)
+    drift = [d for d in drift if d.outcome != HUMAN_APPROVED]
     if drift:
         reject_drift(service_id, drift, deps, act=act)
         result.drift.extend(drift)
@@ -194,6 +204,8 @@ def _one_line(result: ServiceSweep) -> str:
     parts += [f"{k}={v}" for k, v in sorted(result.results.items())]
     if result.drift:
         parts.append(f"drift={len(result.drift)}")
+    if result.approved:
+        parts.append(f"approved-by-person={len(result.approved)}")
     parts += result.fixes
     if not result.complete:
         parts.append("cut off")
@@ -206,6 +218,7 @@ def _emit(report: SweepReport, deps: Deps) -> None:
     metrics.add_metric("SweepConnectionsRead", "Count", sum(s.read for s in report.services))
     drift = report.drift
     metrics.add_metric("Drift", "Count", len(drift))
+    metrics.add_metric("ApprovedNoGrant", "Count", len(report.approved))
     if any(d.outcome == "rejected" for d in drift):
         metrics.add_metric("DriftRejected", "Count", sum(d.outcome == "rejected" for d in drift))
     fixes = sum(len(s.fixes) for s in report.services)

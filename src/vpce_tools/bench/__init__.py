@@ -1,11 +1,14 @@
 """`make bench`: the performance benchmark on the emulator, throttle on.
 
-    python -m vpce_tools.bench --out docs/BENCHMARKS.md [--only P1,P4]
+    python -m vpce_tools.bench --out docs/BENCHMARKS.md [--only P1,P4] [--runs 3]
 
 P1 burst of Connects through the real notification path; P2 AWS calls per registry-hit Connect;
 P3 decision-handler import time over `import boto3`; P4 a sweep of 10,000 pending connections
-against the lower bound of calls; P5 Connect -> available latency. Prints a table and writes it
-(with the details) to the file. Exit code 1 when a target is missed."""
+against the lower bound of calls; P5 Connect -> available latency; P6 `audit --limit 20` over
+100,000 records. P1 and P5 also run the naive design (SNS -> Lambda, one Accept call per
+notification) on the same emulator and throttle, side by side. Each timed figure is the median
+of --runs runs, with min-max. Prints a table and writes it (with the details) to the file. Exit
+code 1 when a target is missed."""
 
 from __future__ import annotations
 
@@ -26,7 +29,15 @@ def _args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m vpce_tools.bench", description=__doc__)
     p.add_argument("--out", type=Path, help="write the markdown report here")
     p.add_argument("--only", default="", help="comma-separated scenarios, e.g. P1,P4")
+    p.add_argument("--runs", type=int, default=3, help="runs per timed figure (median, min-max)")
     return p.parse_args(argv)
+
+
+def _load() -> str:
+    try:
+        return ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:  # pragma: no cover - not on every platform
+        return "unknown"
 
 
 def render(results: Sequence[object], started: datetime, seconds: float) -> str:
@@ -45,7 +56,8 @@ def render(results: Sequence[object], started: datetime, seconds: float) -> str:
         "",
         f"Run {started.isoformat(timespec='seconds')} in {seconds:.0f} s - Python "
         f"{platform.python_version()}, boto3 {version('boto3')}, moto {version('moto')}, "
-        f"pynamodb {version('pynamodb')}, {platform.machine()}, {os.cpu_count()} CPU(s).",
+        f"pynamodb {version('pynamodb')}, {platform.machine()}, {os.cpu_count()} CPU(s), "
+        f"load average {_load()} (1/5/15 min) when it finished.",
         "",
         "| | what | result | target | met |",
         "|---|---|---|---|---|",
@@ -54,6 +66,19 @@ def render(results: Sequence[object], started: datetime, seconds: float) -> str:
         f"| {r.key} | {r.title} | {r.figure} | {r.target} | {'yes' if r.met else '**no**'} |"
         for r in rows
     ]
+    compared = [r for r in rows if r.peer]
+    if compared:
+        out += [
+            "",
+            "## Side by side with the naive design",
+            "",
+            "The design most published examples use, run on the same emulator with the same "
+            "throttle, registry and EC2 retry configuration: the notification topic invokes a "
+            "function directly (SNS -> Lambda), one AcceptVpcEndpointConnections call per "
+            "notification (`src/vpce_tools/bench/peer.py`). Median (min-max) over the runs.",
+        ]
+        for r in compared:
+            out += ["", *r.peer]
     for r in rows:
         out += ["", f"## {r.key}: {r.title}", "", *r.details]
     return "\n".join(out) + "\n"
@@ -66,7 +91,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "1")
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "ERROR")
     logging.disable(logging.WARNING)  # the benchmark's own output only
+    from . import spread
     from .scenarios import SCENARIOS
+
+    if args.runs < 1:
+        print("--runs must be at least 1", file=sys.stderr)
+        return 2
+    spread.RUNS = args.runs
 
     wanted = [k.strip().upper() for k in args.only.split(",") if k.strip()] or list(SCENARIOS)
     unknown = sorted(set(wanted) - set(SCENARIOS))

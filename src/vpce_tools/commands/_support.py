@@ -118,7 +118,8 @@ def aws_errors[**P](run: Callable[P, int]) -> Callable[P, int]:
             cause = getattr(exc, "cause_response_code", None)
             if cause == "ResourceNotFoundException":
                 raise UsageError(
-                    f"DynamoDB table not found: {_table_name(exc)}(is --stack right? tables are"
+                    f"DynamoDB table not found: {_table_name(exc)}in {_where_env()} (is --stack"
+                    " right? are these the deployment's account and region? tables are"
                     " <stack>-registry, <stack>-audit, <stack>-escalations)"
                 ) from None
             print(f"vpce-approver: DynamoDB error: {cause or exc}", file=sys.stderr)
@@ -146,9 +147,17 @@ def _table_name(exc: Exception) -> str:
 
 
 def add_format(parser: argparse.ArgumentParser, choices: Sequence[str] = OUTPUT_FORMATS) -> None:
+    """The one output flag of every command: -o/--output FORMAT (a file is never -o).
+    `--format` is still accepted (hidden) so older scripts keep working."""
     parser.add_argument(
-        "--format", "-o", choices=list(choices), default=choices[0], help="output format"
+        "-o",
+        "--output",
+        dest="format",
+        choices=list(choices),
+        default=choices[0],
+        help=f"output format: {'|'.join(choices)} (default: {choices[0]})",
     )
+    parser.add_argument("--format", dest="format", choices=list(choices), help=argparse.SUPPRESS)
 
 
 def emit(data: Any, fmt: str, out: TextIO | None = None) -> None:
@@ -161,17 +170,145 @@ def emit(data: Any, fmt: str, out: TextIO | None = None) -> None:
         raise ValueError(f"emit: unsupported format {fmt}")
 
 
-def table(rows: Iterable[Sequence[Any]], header: Sequence[str], out: TextIO | None = None) -> None:
+def table(
+    rows: Iterable[Sequence[Any]],
+    header: Sequence[str],
+    out: TextIO | None = None,
+    *,
+    width: int | None = None,
+) -> None:
+    """Columns padded to their widest cell, within `width` (default: the terminal's, at most
+    100 characters). When a row would not fit, prose columns (cells with spaces) wrap first, down
+    to PROSE_MIN; then IDs wrap after a separator (# : / ,), never inside a part; then prose
+    down to PROSE_LAST. If even that cannot fit, each row is printed as a block of
+    `HEADER value` lines instead. Nothing is cut."""
     out = out or sys.stdout
+    width = width or table_width(out)
     cells = [[_cell(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in [list(header), *cells]) for i in range(len(header))]
+    if not cells:
+        print("  ".join(header), file=out)
+        return
+    n = len(header)
+    widths = [max(len(r[i]) for r in [list(header), *cells]) for i in range(n)]
+    prose = [any(" " in r[i] for r in cells) for i in range(n)]
+    room = width - GAP * (n - 1)
+    prose_floor = [
+        min(w, max(len(h), PROSE_MIN)) if p else w
+        for h, p, w in zip(header, prose, widths, strict=True)
+    ]
+    widths = fit_widths(widths, prose_floor, room)
+    id_floor = [
+        f if p else max(len(h), *(_longest_part(r[i]) for r in cells))
+        for i, (h, p, f) in enumerate(zip(header, prose, prose_floor, strict=True))
+    ]
+    widths = fit_widths(widths, id_floor, room)
+    last_floor = [
+        max(len(h), PROSE_LAST) if p else f for h, p, f in zip(header, prose, id_floor, strict=True)
+    ]
+    widths = fit_widths(widths, last_floor, room)
+    if sum(widths) > room:
+        _records(cells, header, out, width)
+        return
     for row in [list(header), *cells]:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip(), file=out)
+        wrapped = [_wrap(c, w) for c, w in zip(row, widths, strict=True)]
+        for line in range(max(len(w) for w in wrapped)):
+            parts = [
+                (w[line] if line < len(w) else "").ljust(size)
+                for w, size in zip(wrapped, widths, strict=True)
+            ]
+            print((" " * GAP).join(parts).rstrip(), file=out)
+
+
+GAP = 2
+MAX_WIDTH = 100
+PROSE_MIN = 24
+PROSE_LAST = 12
+SEPARATOR = re.compile(r"(?<=[#:/,])")
+
+
+def _longest_part(text: str) -> int:
+    return max((len(part) for part in SEPARATOR.split(text)), default=0)
+
+
+def _records(cells: list[list[str]], header: Sequence[str], out: TextIO, width: int) -> None:
+    """Rows too wide for columns: the first cell as a title, then one `HEADER value` line per
+    other cell, values wrapped under themselves."""
+    import textwrap
+
+    label = max(len(h) for h in header[1:]) + 2
+    for row in cells:
+        print(row[0], file=out)
+        for name, value in zip(header[1:], row[1:], strict=True):
+            lines = textwrap.wrap(
+                value,
+                max(width - label - 2, 20),
+                break_on_hyphens=False,
+                break_long_words=True,
+            ) or ["-"]
+            print(f"  {name.ljust(label)}{lines[0]}", file=out)
+            for more in lines[1:]:
+                print(f"  {' ' * label}{more}", file=out)
+
+
+def table_width(out: TextIO) -> int:
+    """A terminal's width when writing to one (COLUMNS overrides), else MAX_WIDTH (a pipe, a
+    file, a CI log)."""
+    import os
+    import shutil
+
+    if os.environ.get("COLUMNS", "").isdigit():
+        return max(40, int(os.environ["COLUMNS"]))
+    try:
+        if out.isatty():
+            return max(40, shutil.get_terminal_size((MAX_WIDTH, 24)).columns)
+    except (AttributeError, ValueError, OSError):
+        pass
+    return MAX_WIDTH
+
+
+def fit_widths(widths: Sequence[int], floors: Sequence[int], room: int) -> list[int]:
+    """Narrow the widest columns, one character at a time, until they fit `room` (a column
+    never goes below its floor)."""
+    out = list(widths)
+    while sum(out) > room:
+        candidates = [i for i, w in enumerate(out) if w > floors[i]]
+        if not candidates:
+            break
+        widest = max(candidates, key=lambda i: out[i])
+        out[widest] -= 1
+    return out
+
+
+def _wrap(text: str, size: int) -> list[str]:
+    import textwrap
+
+    if len(text) <= size:
+        return [text]
+    if " " in text:
+        return textwrap.wrap(text, size, break_on_hyphens=False) or [""]
+    lines: list[str] = []
+    current = ""
+    for part in SEPARATOR.split(text):
+        if current and len(current) + len(part) > size:
+            lines.append(current)
+            current = ""
+        current += part
+        while len(current) > size:
+            lines.append(current[:size])
+            current = current[size:]
+    return [*lines, current] if current else lines
+
+
+def plain(value: Any) -> str:
+    """A value as an operator reads it: no Python reprs (True/None/[...])."""
+    return _cell(value)
 
 
 def _cell(value: Any) -> str:
     if value is None:
         return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, (list, tuple, set, frozenset)):
         return ",".join(str(v) for v in value) or "-"
     if isinstance(value, datetime):
@@ -179,7 +316,14 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def find_connection(ec2: Any, vpce_id: str) -> Any:
+def _where_env() -> str:
+    try:
+        return where(Settings.from_env())
+    except Exception:  # only ever decorates an error message
+        return "this account and region"
+
+
+def find_connection(ec2: Any, vpce_id: str, settings: Settings | None = None) -> Any:
     """The provider-side connection of an endpoint (any of this account's services), read with
     DescribeVpcEndpointConnections; the vpc-endpoint-id filter is re-checked client-side."""
     from vpce_approver import validation as v
@@ -201,9 +345,10 @@ def find_connection(ec2: Any, vpce_id: str) -> Any:
         if not page.get("NextToken"):
             break
         kwargs["NextToken"] = page["NextToken"]
+    place = where(settings) if settings is not None else "this account and region"
     raise UsageError(
-        f"no connection {vpce_id} on an endpoint service of this account and region"
-        " (explain/doctor look from the provider's side)"
+        f"no connection {vpce_id} on an endpoint service of {place}"
+        " (explain/doctor look from the provider's side: use the provider's credentials)"
     )
 
 
@@ -215,3 +360,52 @@ def age(created: datetime | None, now: datetime | None = None) -> str:
         if seconds >= size:
             return f"{seconds // size}{unit}"
     return f"{max(seconds, 0)}s"
+
+
+def where(s: Settings) -> str:
+    """Which account and region a command looked in, for an error that may mean "wrong account
+    or region" (best effort: the account from STS, '?' when it cannot be read)."""
+    try:
+        account = str(client("sts", s).get_caller_identity()["Account"])
+    except (BotoCoreError, ClientError):
+        account = "?"
+    return f"account {account}, region {s.region}"
+
+
+def confirm(args: argparse.Namespace, question: str, *, stdin: TextIO | None = None) -> None:
+    """A destructive change: go on with --yes; on a terminal, ask; otherwise refuse, so a script
+    never removes or revokes by accident. Raises UsageError (exit 2) when not confirmed."""
+    if getattr(args, "yes", False):
+        return
+    stdin = stdin or sys.stdin
+    try:
+        interactive = stdin.isatty()
+    except (AttributeError, ValueError):
+        interactive = False
+    if not interactive:
+        raise UsageError(f"{question}: not confirmed (no terminal to ask on); add --yes to confirm")
+    print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
+    answer = stdin.readline().strip().lower()
+    if answer not in {"y", "yes"}:
+        raise UsageError("not confirmed: nothing was changed")
+
+
+def add_yes(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--yes", "-y", action="store_true", help="do not ask for confirmation (for scripts)"
+    )
+
+
+@functools.cache
+def known_regions(region: str | None) -> frozenset[str]:
+    """Region names of the deployment's partition, from botocore's bundled endpoint data
+    (offline). An unknown deployment region: every partition's regions."""
+    import botocore.session
+
+    session = botocore.session.get_session()
+    partitions = session.get_available_partitions()
+    wanted = [p for p in partitions if region and region in session.get_available_regions("ec2", p)]
+    names: set[str] = set()
+    for partition in wanted or partitions:
+        names.update(session.get_available_regions("ec2", partition))
+    return frozenset(names)

@@ -259,9 +259,9 @@ def diagnose(target: str, args: argparse.Namespace) -> tuple[list[Check], str]:
     if target.startswith("vpce-svc-"):
         service_id = service_id_arg(target)
     else:
-        conn = s.find_connection(ec2, target)
+        conn = s.find_connection(ec2, target, settings)
         service_id = conn.service_id
-    config = describe_service(ec2, service_id)
+    config = describe_service(ec2, service_id, settings)
     elbv2 = s.client("elbv2", settings)
     topic = settings.notification_topic_arn
     checks: list[Check] = []

@@ -4,6 +4,9 @@ and why (for a connection that is already settled: what the registry would decid
 from __future__ import annotations
 
 import argparse
+import builtins
+import sys
+import textwrap
 from typing import Any
 
 from vpce_approver.converge import preview
@@ -92,6 +95,14 @@ def explanation(conn: Connection, deps: Any) -> dict[str, Any]:
 
 
 def _print(data: dict[str, Any]) -> None:
+    width = s.table_width(sys.stdout)
+
+    def print(line: str) -> None:
+        wrapped = textwrap.wrap(
+            line, width, subsequent_indent=" " * 12, break_on_hyphens=False
+        ) or [""]
+        builtins.print("\n".join(wrapped))
+
     c = data["connection"]
     print(f"connection  {c['vpc_endpoint_id']} on {c['service_id']}")
     print(f"  owner     {c['owner']}   region {c['region'] or '-'}   created {c['created'] or '-'}")
@@ -102,14 +113,12 @@ def _print(data: dict[str, Any]) -> None:
         ("* grant", data["grants"]["wildcard"]),
     ):
         if grant is None:
-            print(f"{label:<12}none")
+            print(f"{label:<11} none")
             continue
         extra = ", ".join(
-            f"{k} {v if not isinstance(v, list) else ','.join(map(str, v))}"
-            for k, v in grant.items()
-            if k not in {"key", "status"}
+            f"{k} {s.plain(v)}" for k, v in grant.items() if k not in {"key", "status"}
         )
-        print(f"{label:<12}{grant['key']}: {grant['status']}" + (f" ({extra})" if extra else ""))
+        print(f"{label:<11} {grant['key']}: {grant['status']}" + (f" ({extra})" if extra else ""))
     if data["registry_error"]:
         print(f"registry    MALFORMED: {data['registry_error']}")
     d = data["decision"]
@@ -129,7 +138,7 @@ def _print(data: dict[str, Any]) -> None:
 @s.aws_errors
 def run(args: argparse.Namespace) -> int:
     settings = s.settings(args)
-    conn = s.find_connection(s.client("ec2", settings), args.endpoint)
+    conn = s.find_connection(s.client("ec2", settings), args.endpoint, settings)
     data = explanation(conn, s.deps(args))
     if args.format == "table":
         _print(data)

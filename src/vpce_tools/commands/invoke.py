@@ -180,17 +180,18 @@ def load_handler(spec: FunctionSpec) -> Callable[[Any, Any], Any]:
 
 def reset_containers() -> None:
     """Forget what a previous invocation cached per container: clients, table bindings, the
-    Slack handlers' services and the sweep cursor's connection."""
+    Slack handlers' services and the sweep cursor's and lease's connections."""
     from pynamodb.models import Model
 
     from vpce_approver import runtime, tables
     from vpce_approver.handlers import slack_interactivity, slack_worker
     from vpce_approver.sweep import CursorItem
+    from vpce_approver.sweep.lease import LeaseItem
 
     runtime.default_deps.cache_clear()
     slack_interactivity.default_services.cache_clear()
     slack_worker.default_services.cache_clear()
-    models: tuple[type[Model], ...] = (*tables.ALL_MODELS, CursorItem)
+    models: tuple[type[Model], ...] = (*tables.ALL_MODELS, CursorItem, LeaseItem)
     for model in models:
         model._connection = None
 

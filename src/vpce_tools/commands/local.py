@@ -1,4 +1,4 @@
-"""`vpce-approver local [--port N]`: the emulator + vpce-approver as a local server."""
+"""`vpce-approver local`: the emulator + vpce-approver as a local server."""
 
 from __future__ import annotations
 
@@ -8,18 +8,58 @@ from typing import Any
 
 from vpce_tools.cli import UsageError
 
+DEFAULT_PORT = 4566
+DEFAULT_SLACK_PORT = 4567
+DEFAULT_SWEEP_EVERY = 60.0
+
 
 def register(subs: Any) -> None:
     p: argparse.ArgumentParser = subs.add_parser(
-        "local", help="run the emulator and the service on 127.0.0.1 (Ctrl-C stops)"
+        "local",
+        help="run the emulator and the service on 127.0.0.1 (Ctrl-C stops)",
+        description="The emulator as an HTTP server on 127.0.0.1 with a vpce-approver deployment"
+        " inside it (tables, notification topic and queue, an enrolled sample service with an"
+        " empty allow-list, the registry stream, a scheduled sweep and a Slack stand-in page)."
+        " Prints one line per event. Ctrl-C stops.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--port", type=int, default=4566, help="port to listen on (0 = any free port)")
+    p.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help="emulator port (0 = any free port)"
+    )
+    p.add_argument(
+        "--slack-port",
+        type=int,
+        default=DEFAULT_SLACK_PORT,
+        help="Slack stand-in page port (0 = any free port)",
+    )
+    p.add_argument(
+        "--sweep-every",
+        type=float,
+        default=DEFAULT_SWEEP_EVERY,
+        metavar="SECONDS",
+        help="run the sweep this often (0 = never)",
+    )
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    if not 0 <= args.port <= 65535:
-        raise UsageError(f"--port {args.port} is not a TCP port (0..65535)")
-    from vpce_tools.local import serve
+    for flag, port in (("--port", args.port), ("--slack-port", args.slack_port)):
+        if not 0 <= port <= 65535:
+            raise UsageError(f"{flag} {port} is not a TCP port (0..65535)")
+    if args.port and args.port == args.slack_port:
+        raise UsageError("--port and --slack-port must differ")
+    if args.sweep_every < 0:
+        raise UsageError("--sweep-every must be 0 (never) or a number of seconds")
+    from vpce_tools.ports import PortInUse, ensure_free
 
-    return serve(args.port, sys.stdout)
+    try:
+        # Before the heavy imports: a busy port is one line and an exit within a second.
+        ensure_free(args.port, "emulator")
+        ensure_free(args.slack_port, "Slack stand-in")
+        from vpce_tools.local import serve
+
+        return serve(
+            args.port, sys.stdout, slack_port=args.slack_port, sweep_every=args.sweep_every
+        )
+    except PortInUse as exc:
+        raise UsageError(str(exc)) from None

@@ -55,6 +55,7 @@ def register(subs: Any) -> None:
     add.add_argument("--note", help="why this grant exists")
     _revoke_args(add)
     add.add_argument("--replace", action="store_true", help="overwrite an existing grant")
+    _force_arg(add)
     _by_arg(add)
     add.set_defaults(run=run_add)
 
@@ -71,6 +72,7 @@ def register(subs: Any) -> None:
 
     rm = cmds.add_parser("remove", help="delete a grant (revokes if the grant says so)")
     _key_args(rm)
+    s.add_yes(rm)
     _by_arg(rm)
     rm.set_defaults(run=run_remove)
 
@@ -78,20 +80,35 @@ def register(subs: Any) -> None:
     _key_args(sus)
     _revoke_args(sus)
     sus.add_argument("--note", help="why (replaces the grant's note)")
+    s.add_yes(sus)
     _by_arg(sus)
     sus.set_defaults(run=run_suspend)
 
     imp = cmds.add_parser("import", help="add/replace grants from a YAML or CSV file")
-    imp.add_argument("file", help="the file (- for standard input, with --format)")
-    imp.add_argument("--format", choices=grantfile.FORMATS, help="default: from the extension")
+    imp.add_argument("file", help="the file (- for standard input, with --file-format)")
+    imp.add_argument(
+        "--file-format",
+        dest="format",
+        choices=grantfile.FORMATS,
+        help="the file's format (default: from the extension)",
+    )
+    imp.add_argument("--format", dest="format", choices=grantfile.FORMATS, help=argparse.SUPPRESS)
     imp.add_argument("--dry-run", action="store_true", help="validate and report, write nothing")
+    _force_arg(imp)
+    s.add_yes(imp)
     _by_arg(imp)
     imp.set_defaults(run=run_import)
 
     exp = cmds.add_parser("export", help="write every live grant as YAML or CSV")
-    exp.add_argument("--format", choices=grantfile.FORMATS, default="yaml")
-    exp.add_argument("--output", "-f", metavar="FILE", help="default: standard output")
+    s.add_format(exp, grantfile.FORMATS)
+    exp.add_argument(
+        "--file", "-f", metavar="FILE", help="write to FILE (default: standard output)"
+    )
     exp.set_defaults(run=run_export)
+
+    from . import plan
+
+    plan.register(cmds)
 
 
 def _key_args(p: argparse.ArgumentParser) -> None:
@@ -116,6 +133,14 @@ def _revoke_args(p: argparse.ArgumentParser) -> None:
         help="when access is lost, leave live connections (only the principal is removed)",
     )
     p.set_defaults(revoke=None)
+
+
+def _force_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="allow a grant for a service this stack does not manage",
+    )
 
 
 def _by_arg(p: argparse.ArgumentParser) -> None:
@@ -176,10 +201,16 @@ def run_add(args: argparse.Namespace) -> int:
     }
     try:
         grant = grantfile.grant_from_row(
-            row, now=now, allow_wildcard_principal=settings.allow_wildcard_principal
+            row,
+            now=now,
+            allow_wildcard_principal=settings.allow_wildcard_principal,
+            known_regions=s.known_regions(settings.region),
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    from .plan import unenrolled, warn_unenrolled
+
+    warn_unenrolled(unenrolled([grant], deps), args.stack, force=args.force, verb="adding")
     if _get(service_id, consumer) is not None and not args.replace:
         raise UsageError(
             f"a grant for {service_id}/{consumer} exists; use --replace to overwrite it"
@@ -212,8 +243,13 @@ def run_suspend(args: argparse.Namespace) -> int:
         note=args.note if args.note is not None else grant.note,
         expires_at=grant.expires_at if not grant.expired(now) else None,
     )
-    deps.registry.put(changed, by=s.actor(args, settings), now=now)
     effective = revoke if revoke is not None else settings.revoke_default
+    if effective and grant.status is GrantStatus.ALLOW and not grant.expired(now):
+        s.confirm(
+            args,
+            f"suspend {service_id}/{consumer} and reject its live connections (revocation on)",
+        )
+    deps.registry.put(changed, by=s.actor(args, settings), now=now)
     tail = (
         "its live connections will be rejected"
         if effective
@@ -231,6 +267,13 @@ def run_remove(args: argparse.Namespace) -> int:
     service_id, consumer = _key(args)
     settings = s.settings(args)
     deps = s.deps(args)
+    found = deps.registry.find(service_id, consumer)  # tolerant: a malformed item too
+    if found is None:
+        raise UsageError(f"no grant for {service_id}/{consumer}")
+    status = found.status.value if found.status is not None else "malformed"
+    if isinstance(found, MalformedItem):
+        status = f"malformed: {found.field}"
+    s.confirm(args, f"remove the grant {service_id}/{consumer} ({status})")
     # Stamped with who removes it first, so the stream's REMOVE record names them in the audit
     # trail; works on a malformed item too (the documented repair).
     if not deps.registry.remove(service_id, consumer, by=s.actor(args, settings)):
@@ -278,29 +321,37 @@ def run_list(args: argparse.Namespace) -> int:
                     g.service_id,
                     g.consumer,
                     g.status.value + (" (expired)" if g.expired(now) else ""),
-                    g.principals,
-                    g.expires_at,
-                    g.max_endpoints,
-                    sorted(g.regions),
+                    [short_principal(p, g.consumer) for p in g.principals],
+                    _terms(g),
                     g.owner,
                     g.note,
                 )
                 for g in grants
             ),
-            (
-                "SERVICE",
-                "CONSUMER",
-                "STATUS",
-                "PRINCIPALS",
-                "EXPIRES",
-                "MAX",
-                "REGIONS",
-                "OWNER",
-                "NOTE",
-            ),
+            ("SERVICE", "CONSUMER", "STATUS", "PRINCIPALS", "TERMS", "OWNER", "NOTE"),
         )
         print(f"{len(grants)} grant(s)", file=sys.stderr)
     return 0
+
+
+def short_principal(principal: str, consumer: str) -> str:
+    """In a table, a principal of the consumer's own account without the account: root,
+    role/app (every principal is the consumer's own; -o json/yaml/csv show the full ARNs)."""
+    prefix = f"arn:aws:iam::{consumer}:"
+    return principal.removeprefix(prefix) if principal.startswith(prefix) else principal
+
+
+def _terms(grant: Grant) -> str | None:
+    terms = []
+    if grant.max_endpoints is not None:
+        terms.append(f"max {grant.max_endpoints}")
+    if grant.regions:
+        terms.append(" ".join(sorted(grant.regions)))
+    if grant.expires_at is not None:
+        terms.append(f"until {iso(grant.expires_at)}")
+    if grant.revoke is not None:
+        terms.append("revoke" if grant.revoke else "no-revoke")
+    return "; ".join(terms) or None
 
 
 @s.aws_errors
@@ -329,10 +380,10 @@ def run_show(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- import / export
 
 
-def _read_source(path: str, fmt: str | None) -> tuple[str, str]:
+def read_source(path: str, fmt: str | None) -> tuple[str, str]:
     if path == "-":
         if not fmt:
-            raise UsageError("reading standard input needs --format yaml|csv")
+            raise UsageError("reading standard input needs --file-format yaml|csv")
         return sys.stdin.read(), fmt
     file = Path(path)
     if not file.is_file():
@@ -348,12 +399,16 @@ def _read_source(path: str, fmt: str | None) -> tuple[str, str]:
 
 @s.aws_errors
 def run_import(args: argparse.Namespace) -> int:
-    text, fmt = _read_source(args.file, args.format)
+    text, fmt = read_source(args.file, args.format)
     settings = s.settings(args)
     now = datetime.now(UTC)
     try:
         grants, errors = grantfile.load(
-            text, fmt, now=now, allow_wildcard_principal=settings.allow_wildcard_principal
+            text,
+            fmt,
+            now=now,
+            allow_wildcard_principal=settings.allow_wildcard_principal,
+            known_regions=s.known_regions(settings.region),
         )
     except grantfile.GrantFileError as exc:
         raise UsageError(f"{args.file}: {exc}") from None
@@ -369,10 +424,22 @@ def run_import(args: argparse.Namespace) -> int:
     if not grants:
         print(f"{args.file}: no grants in the file; nothing to do")
         return 0
+    deps = s.deps(args)
+    from .plan import compute as compute_plan
+    from .plan import destructive, read_live, unenrolled, warn_unenrolled
+
+    services = unenrolled((g for _, g in grants), deps)
+    warn_unenrolled(services, args.stack, force=args.force or args.dry_run, verb="importing")
     if args.dry_run:
         print(f"{args.file}: {len(grants)} grant(s) valid (dry run: nothing written)")
         return 0
-    deps = s.deps(args)
+    risky = destructive(
+        compute_plan(grants, read_live(settings.allow_wildcard_principal), prune=False),
+        revoke_default=settings.revoke_default,
+        now=now,
+    )
+    if risky:
+        s.confirm(args, f"{args.file}: this import {'; '.join(risky)}. Import")
     by = s.actor(args, settings)
     counts = {"added": 0, "replaced": 0, "unchanged": 0}
     total = len(grants)
@@ -405,12 +472,12 @@ def run_export(args: argparse.Namespace) -> int:
     if len(live) != len(grants):
         print(f"warning: skipped {len(grants) - len(live)} expired grant(s)", file=sys.stderr)
     text = grantfile.dump(live, args.format)
-    if args.output:
+    if args.file:
         try:
-            Path(args.output).write_text(text, encoding="utf-8")
+            Path(args.file).write_text(text, encoding="utf-8")
         except OSError as exc:
-            raise UsageError(f"{args.output}: cannot write: {exc}") from None
-        print(f"{len(live)} grant(s) written to {args.output}", file=sys.stderr)
+            raise UsageError(f"{args.file}: cannot write: {exc}") from None
+        print(f"{len(live)} grant(s) written to {args.file}", file=sys.stderr)
     else:
         sys.stdout.write(text)
     return 0

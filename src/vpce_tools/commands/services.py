@@ -64,7 +64,7 @@ def service_id_arg(raw: str) -> str:
         raise UsageError(str(exc)) from None
 
 
-def describe_service(ec2: Any, service_id: str) -> dict[str, Any]:
+def describe_service(ec2: Any, service_id: str, settings: Settings | None = None) -> dict[str, Any]:
     try:
         found = ec2.describe_vpc_endpoint_service_configurations(ServiceIds=[service_id])
     except ClientError as exc:
@@ -74,9 +74,10 @@ def describe_service(ec2: Any, service_id: str) -> dict[str, Any]:
             raise
     configs = [c for c in found.get("ServiceConfigurations", []) if c["ServiceId"] == service_id]
     if not configs:
+        place = s.where(settings) if settings is not None else "this account and region"
         raise UsageError(
-            f"service {service_id} not found among this account's endpoint services in this"
-            " region (check --region and your credentials)"
+            f"service {service_id} not found among the endpoint services of {place}"
+            " (check --region and your credentials: the provider's account owns the service)"
         )
     return dict(configs[0])
 
@@ -130,7 +131,7 @@ def run_add(args: argparse.Namespace) -> int:
     service_id = service_id_arg(args.service)
     settings = s.settings(args)
     ec2 = s.client("ec2", settings)
-    config = describe_service(ec2, service_id)
+    config = describe_service(ec2, service_id, settings)
     owner = _tags(config).get(s.MANAGED_TAG_KEY)
     if owner and owner != args.stack and not args.force:
         raise UsageError(
@@ -228,7 +229,7 @@ def run_remove(args: argparse.Namespace) -> int:
         note = "already gone" if gone else "deleted"
         print(f"  connection notification {notification_id}: {note}")
     try:
-        config = describe_service(ec2, service_id)
+        config = describe_service(ec2, service_id, settings)
     except UsageError:
         config = {}
     if _tags(config).get(s.MANAGED_TAG_KEY) == args.stack:

@@ -113,6 +113,12 @@ def print_summary(report: SweepReport, out: Any = None) -> None:
             f" {item.state}: {item.reason} -> {item.outcome}",
             file=out,
         )
+    for item in report.approved:  # not drift: a person's decision, kept
+        print(
+            f"approved by a person, no grant: {item.vpc_endpoint_id} ({item.consumer}) on"
+            f" {item.service_id}: {item.reason}",
+            file=out,
+        )
     esc = report.escalations
     if report.dry_run:
         print(

@@ -11,6 +11,8 @@ mode (in the same process) serve:
   ``RejectVpcEndpointConnections``, ``DeleteVpcEndpoints`` (connection → ``deleted``);
 * connection notifications (create/describe/modify/delete) published to SNS;
 * an optional throttle on Accept/Reject (see :mod:`vpce_tools.emulator.throttle`).
+* a DynamoDB Query that reads the queried partition, not the whole table
+  (:mod:`vpce_tools.emulator.dynamodb_index`).
 
 See docs/EMULATOR.md.
 """
@@ -43,10 +45,12 @@ def install() -> None:
     """Patch moto (idempotent). Also reads ``VPCE_EMULATOR_THROTTLE`` on first install."""
     with _install_lock:
         from .backend_hooks import patch_backend
+        from .dynamodb_index import patch_dynamodb_query
         from .responses import patch_ec2_response
 
         patch_backend()
         patch_ec2_response()
+        patch_dynamodb_query()  # a Query reads its partition, not the table
         if not _installed:
             throttle.configure_from_env()
             _installed.append(True)
