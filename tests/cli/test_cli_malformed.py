@@ -77,12 +77,22 @@ def test_list_and_export_report_and_skip(cli: Cli, case: str, tmp_path: Path) ->
     assert [(g["service_id"], g["consumer"]) for g in json.loads(out)] == [(SVC, OTHER)]
 
     target = tmp_path / "grants.yaml"
-    code, _, err = cli("registry", "export", "--output", str(target))
+    code, _, err = cli("registry", "export", "--file", str(target))
     assert code == 0
     assert_reported(err, case)
     exported = yaml.safe_load(target.read_text())
     rows = exported["grants"] if isinstance(exported, dict) else exported
     assert [r["consumer"] for r in rows] == [OTHER]
+
+
+def test_plan_reads_it_and_plans_its_replacement(cli: Cli, case: str, tmp_path: Path) -> None:
+    source = tmp_path / "wanted.yaml"
+    rows = [{"service_id": SVC, "consumer": c} for c in (CONSUMER, OTHER)]
+    source.write_text(yaml.safe_dump({"grants": rows}))
+    code, out, err = cli("registry", "plan", str(source))
+    assert "Traceback" not in err
+    assert code == 2, err  # changes to make: the malformed item is replaced by the file's grant
+    assert "0 to add, 1 to change, 0 to remove" in out
 
 
 def test_show_names_the_field_and_the_repair(cli: Cli, case: str) -> None:
@@ -114,10 +124,13 @@ def test_add_replace_repairs_it(cli: Cli, case: str) -> None:
 
 
 def test_remove_repairs_it(cli: Cli, case: str) -> None:
-    code, out, err = cli("registry", "remove", SVC, CONSUMER, "--by", "dave")
+    code, _, err = cli("registry", "remove", SVC, CONSUMER, "--by", "dave")
+    assert code == 2  # destructive: confirmed on a terminal or with --yes
+    assert f"remove the grant {SVC}/{CONSUMER} (malformed: {field_of(case)})" in err
+    code, out, err = cli("registry", "remove", SVC, CONSUMER, "--by", "dave", "--yes")
     assert (code, out.strip()) == (0, f"removed {SVC}/{CONSUMER}"), err
     assert [i.consumer for i in RegistryItem.scan()] == [OTHER]
-    code, _, err = cli("registry", "remove", SVC, CONSUMER)
+    code, _, err = cli("registry", "remove", SVC, CONSUMER, "--yes")
     assert (code, f"no grant for {SVC}/{CONSUMER}" in err) == (2, True)
 
 
