@@ -51,6 +51,7 @@ class Settings:
     slack_approvers: tuple[str, ...] = ()
     slack_approver_group: str | None = None
     slack_work_queue_url: str | None = None
+    slack_origin_verify: str | None = None  # the WAF front's origin header value (inbound.py)
     deployment_name: str | None = None  # the stack: the managed tag's value IAM requires
     notification_topic_arn: str | None = None  # the deployment's SNS topic (the sweep's ensure)
 
@@ -103,6 +104,7 @@ class Settings:
             slack_approvers=_csv(env, "SLACK_APPROVERS"),
             slack_approver_group=env.get("SLACK_APPROVER_GROUP") or None,
             slack_work_queue_url=env.get("SLACK_WORK_QUEUE_URL") or None,
+            slack_origin_verify=env.get("SLACK_ORIGIN_VERIFY") or None,
             deployment_name=env.get("DEPLOYMENT_NAME") or stack or None,
             notification_topic_arn=env.get("NOTIFICATION_TOPIC_ARN") or None,
         )

@@ -13,7 +13,10 @@
   to /_ui/click, which sends the signed request as above. POST /slack/interactivity is answered
   by `local_handler` when one is set (the real Lambda handler, in-process: see slack_local.py).
 
-Binds 127.0.0.1 only. Nothing here is deployed."""
+Binds 127.0.0.1 only. Nothing here is deployed. /_ui/click signs on behalf of any user, so it is
+guarded against other web pages open in the same browser (cross-site request forgery) and DNS
+rebinding (ui_guard): it needs the per-start token only the page carries (a cross-origin page
+cannot read it), a JSON body, no cross-origin Origin / Sec-Fetch-Site, and a loopback Host."""
 
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol
 from urllib.error import HTTPError
 from urllib.parse import parse_qs, urlencode, urlparse
 
@@ -169,6 +172,7 @@ class FakeSlack:
         self.ephemerals: list[Ephemeral] = []
         self.failures: list[Failure] = []
         self.last_interaction: tuple[bytes, dict[str, str]] | None = None
+        self.ui_token = secrets.token_urlsafe(24)  # per start: the page carries it, nothing else
         self.version = 0
         self._lock = threading.RLock()
         self._seq = 0
@@ -181,6 +185,10 @@ class FakeSlack:
     def url(self) -> str:
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}"
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
 
     @property
     def api_url(self) -> str:
@@ -549,6 +557,7 @@ class FakeSlack:
             f'<li class="ephemeral">{html.escape(mrkdwn_to_text(n))}</li>' for n in notes
         )
         return PAGE.format(
+            token=html.escape(self.ui_token),
             options=options,
             cards=cards,
             replies=f'<ul id="ephemerals">{replies}</ul>' if replies else "",
@@ -617,6 +626,7 @@ def _mrkdwn_html(text: str) -> str:
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>vpce-approver: local Slack</title>
+<meta name="ui-token" content="{token}">
 <style>
 body {{ font-family: sans-serif; max-width: 60rem; margin: 2rem auto; color: #1d1c1d; }}
 .message {{ border: 1px solid #ddd; border-radius: 8px; padding: 1rem; margin: 1rem 0; }}
@@ -635,6 +645,7 @@ body {{ font-family: sans-serif; max-width: 60rem; margin: 2rem auto; color: #1d
 <main id="messages">{cards}</main>
 <script>
 const user = document.getElementById("user");
+const token = document.querySelector('meta[name="ui-token"]').content;
 user.addEventListener("change", () => {{ location.search = "?user=" + user.value; }});
 for (const button of document.querySelectorAll(".slack-button")) {{
   button.addEventListener("click", async () => {{
@@ -643,7 +654,7 @@ for (const button of document.querySelectorAll(".slack-button")) {{
     for (const b of document.querySelectorAll(".slack-button")) b.disabled = true;
     await fetch("/_ui/click", {{
       method: "POST",
-      headers: {{ "Content-Type": "application/json" }},
+      headers: {{ "Content-Type": "application/json", "X-UI-Token": token }},
       body: JSON.stringify({{ channel: button.dataset.channel, ts: button.dataset.ts,
                               action_id: button.dataset.action, user: user.value }}),
     }});
@@ -657,6 +668,42 @@ setInterval(async () => {{
 </script>
 </body></html>
 """
+
+
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+
+
+class Headers(Protocol):
+    def get(self, name: str, /) -> Any: ...
+
+
+def ui_guard(fake: FakeSlack, headers: Headers, *, post: bool) -> str | None:
+    """Why a request to the page (GET /) or its click endpoint (POST /_ui/click) is refused, or
+    None. Host must name this server by a loopback name (DNS rebinding: another site's name
+    resolving to 127.0.0.1 would be same-origin with it). A click must also come from the page
+    itself: the per-start token it carries (X-UI-Token), a JSON body (a cross-site form cannot
+    send one without a CORS preflight, which is never granted), and, when the browser says where
+    it comes from, the same origin (Origin, Sec-Fetch-Site)."""
+    port = fake.port
+    allowed = {f"{name}:{port}" for name in LOOPBACK_NAMES}
+    host = (headers.get("Host") or "").strip().lower()
+    if host not in allowed:
+        return "unknown Host: open the URL vpce-approver printed"
+    if not post:
+        return None
+    origin = headers.get("Origin")
+    if origin is not None and origin.strip().lower() != f"http://{host}":
+        return "cross-origin request refused"
+    site = headers.get("Sec-Fetch-Site")
+    if site is not None and site.strip().lower() != "same-origin":
+        return "cross-site request refused"
+    content_type = (headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
+    if content_type != "application/json":
+        return "expected application/json"
+    token = headers.get("X-UI-Token") or ""
+    if not hmac.compare_digest(token.encode(), fake.ui_token.encode()):
+        return "missing or wrong page token: reload the page"
+    return None
 
 
 def _handler_for(fake: FakeSlack) -> type[BaseHTTPRequestHandler]:
@@ -685,6 +732,10 @@ def _handler_for(fake: FakeSlack) -> type[BaseHTTPRequestHandler]:
             if url.path.startswith("/api/"):  # slack_sdk sends some methods as GET
                 self._api(url.path.removeprefix("/api/"), url.query, b"")
             elif url.path == "/":
+                refused = ui_guard(fake, self.headers, post=False)
+                if refused:
+                    self._send(403, {"Content-Type": "text/plain"}, refused)
+                    return
                 query = parse_qs(url.query)
                 user = (query.get("user") or [fake.ui_users[0]])[0]
                 self._send(200, {"Content-Type": "text/html; charset=utf-8"}, fake.page(user))
@@ -720,6 +771,10 @@ def _handler_for(fake: FakeSlack) -> type[BaseHTTPRequestHandler]:
             self._send(status, headers, text)
 
         def _click(self, body: bytes) -> None:
+            refused = ui_guard(fake, self.headers, post=True)
+            if refused:
+                self._send(403, {"Content-Type": "text/plain"}, refused)
+                return
             try:
                 data = json.loads(body)
                 status, text = fake.click(

@@ -100,9 +100,16 @@ def describe(r: AuditRecord) -> tuple[str, str]:
         return "registry", f"{action} {r.subject.removeprefix('service#')} by {r.actor}"
     if action.startswith("escalation-"):
         return "escalation", f"{r.subject}: {action.removeprefix('escalation-')}{why}"
+    if action in ("accept", "reject") and (r.outcome == "done" or _failed(r.outcome)):
+        # the same record settled after its call (Audit.settle): what the call did
+        return "result", f"{r.subject}{who}: {action}{outcome}"
     code = f" [{r.code}]" if r.code else ""
     trigger = f" via {r.trigger}" if r.trigger else ""
     return "decision", f"{r.subject}{who}: {action}{code}{outcome}{trigger}{why}"
+
+
+def _failed(outcome: str | None) -> bool:
+    return bool(outcome) and str(outcome).startswith("failed:")
 
 
 def _grant(subject: str) -> str:

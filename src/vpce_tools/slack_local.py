@@ -7,15 +7,18 @@ through the real interactivity handler and the real worker.
 - `start_local_slack(deployment, port) -> (url, stop)`: the same, for `vpce-approver local`.
 - `demo_click(deployment, vpce_id)`: post the escalation, click Approve as an approver, and return
   the message before and after (`make demo`).
-- `api_gateway_event(...)`: an API Gateway HTTP API (payload 2.0) event for a raw request."""
+- `api_gateway_event(...)`: an API Gateway HTTP API (payload 2.0) event for a raw request.
+- `as_lambda(local)`: the two Slack functions' environment as template.yaml sets it, with fresh
+  containers, so their Lambda entry points (`handler`) run against the local deployment."""
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -102,6 +105,46 @@ class LocalSlack:
     def stop(self) -> None:
         self.fake.stop()
         self.deployment.settings = self.previous
+
+
+def lambda_environment(settings: Settings) -> dict[str, str]:
+    """The environment template.yaml gives the Slack functions, for these settings."""
+    values = {
+        "REGISTRY_TABLE": settings.registry_table,
+        "AUDIT_TABLE": settings.audit_table,
+        "ESCALATIONS_TABLE": settings.escalations_table,
+        "SLACK_CHANNEL": settings.slack_channel,
+        "SLACK_BOT_TOKEN_SECRET": settings.slack_bot_token_secret,
+        "SLACK_SIGNING_SECRET_SECRET": settings.slack_signing_secret_secret,
+        "SLACK_API_URL": settings.slack_api_url,
+        "SLACK_TEAM_ID": settings.slack_team_id,
+        "SLACK_APPROVERS": ",".join(settings.slack_approvers),
+        "SLACK_APPROVER_GROUP": settings.slack_approver_group,
+        "SLACK_WORK_QUEUE_URL": settings.slack_work_queue_url,
+    }
+    return {k: v for k, v in values.items() if v}
+
+
+def _fresh_containers() -> None:
+    from vpce_approver import runtime
+
+    runtime.default_deps.cache_clear()
+    slack_interactivity.default_services.cache_clear()
+    slack_worker.default_services.cache_clear()
+
+
+@contextlib.contextmanager
+def as_lambda(local: LocalSlack) -> Iterator[None]:
+    """Run the Lambda entry points against `local`: os.environ set as on AWS and every
+    per-container cache fresh, both restored afterwards. One container for the whole block."""
+    from .cli import environ
+
+    _fresh_containers()
+    try:
+        with environ(lambda_environment(local.deployment.settings)):
+            yield
+    finally:
+        _fresh_containers()
 
 
 def _secret(deployment: LocalDeployment, name: str, value: str) -> str:

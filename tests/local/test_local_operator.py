@@ -100,8 +100,10 @@ def _click_approve(slack_url: str, vpce: str) -> None:
     body = json.dumps(
         {"channel": "C0VPCEAPPROVALS", "ts": ts, "action_id": "approve", "user": "U0APPROVER"}
     ).encode()
+    # The click endpoint serves its own page only: send the per-start token the page carries.
+    token = page.split('<meta name="ui-token" content="', 1)[1].split('"', 1)[0]
     request = urllib.request.Request(
-        f"{slack_url}/_ui/click", body, {"Content-Type": "application/json"}
+        f"{slack_url}/_ui/click", body, {"Content-Type": "application/json", "X-UI-Token": token}
     )
     assert json.loads(urllib.request.urlopen(request, timeout=30).read())["status"] == 200
 
@@ -144,6 +146,8 @@ def test_the_terminal_shows_one_line_per_event(
     [accepted] = [x for x in lines("decision") if first in x]
     assert "accept [allowed] -> requested via " in accepted  # the notification or the stream
     assert f"account {CONSUMER} is allowed by grant {svc.service_id}/{CONSUMER}" in accepted
+    # the call's answer is its own line, not a second decision
+    assert any(f"{first} ({CONSUMER}): accept -> done" in x for x in lines("result"))
     [escalated] = [x for x in lines("decision") if second in x]
     assert "escalate [over-limit]" in escalated
     assert "grant" in escalated

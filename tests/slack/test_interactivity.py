@@ -25,6 +25,7 @@ from vpce_approver import runtime
 from vpce_approver.audit import Audit
 from vpce_approver.handlers import slack_interactivity, slack_worker
 from vpce_approver.tables import AuditItem
+from vpce_tools import slack_local
 from vpce_tools.emulator.world import Consumer, EndpointService, Provider
 from vpce_tools.fake_slack import render_text, sign
 from vpce_tools.slack_local import LocalSlack, api_gateway_event
@@ -102,7 +103,7 @@ def test_plain_and_base64_bodies_are_both_verified_over_the_raw_bytes(
     event = api_gateway_event(headers, body)
     event["body"] = "%%%not-base64%%%"
     response = slack_interactivity.resolve(event, local.services)
-    assert response["statusCode"] == 401
+    assert response["statusCode"] == 400
 
 
 def test_signed_nonsense_is_400_and_not_queued(
@@ -477,7 +478,7 @@ def test_worker_killed_between_accept_and_settle_keeps_the_human_decision(
         action="approve",
         value=vpce,
         user=APPROVER,
-        team=None,
+        team=slack_local.LOCAL_TEAM,
         channel=msg.channel,
         message_ts=msg.ts,
         received_at="2026-11-30T10:00:00Z",

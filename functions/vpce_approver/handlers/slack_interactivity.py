@@ -1,7 +1,8 @@
 """Slack interactivity: API Gateway HTTP API -> POST /slack/interactivity -> here.
 
 Verifies the signature, checks the clicker, queues the job (SLACK_WORK_QUEUE_URL) and answers 200
-at once; the SlackWorkerFunction does the rest. Bad or stale signature: 401, nothing queued."""
+at once; the SlackWorkerFunction does the rest. Bad or stale signature: 401, nothing queued; any
+other malformed request a 4xx (slack/inbound.py), never an error."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def interactivity() -> Response[str]:
         logger.error("slack interactivity is misconfigured", extra={"error": exc.code})
         metrics.add_metric("SlackErrors", "Count", 1)
         return Response(500, "text/plain", "vpce-approver is not configured for Slack")
-    if reply.status == 401:
+    if not reply.signed:  # malformed, oversized, unsigned, forged or stale: all 4xx
         metrics.add_metric("SlackBadSignatures", "Count", 1)
     elif reply.status == 200:
         metrics.add_metric("SlackClicks", "Count", 1)

@@ -203,8 +203,11 @@ class SecretSource:
     def bot_token(self, *, force: bool = False) -> str:
         return self.get(self.settings.slack_bot_token_secret, what="bot token", force=force)
 
-    def signing_secret(self) -> str:
-        return self.get(self.settings.slack_signing_secret_secret, what="signing secret")
+    def signing_secret(self, force: bool = False) -> str:
+        """`force`: read Secrets Manager again (secret_refresh: at most once a minute)."""
+        return self.get(
+            self.settings.slack_signing_secret_secret, what="signing secret", force=force
+        )
 
 
 @dataclass(frozen=True)

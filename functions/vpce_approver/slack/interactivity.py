@@ -1,9 +1,12 @@
 """Slack interactivity requests: verify, authorise, enqueue. Nothing here touches EC2 or the tables,
 so the answer (HTTP 200) goes back well within Slack's 3 seconds; the worker does the rest.
 
+0. The raw request is screened (inbound.py): headers of the shape Slack sends, a form body of at
+   most 64 KB, valid base64 when API Gateway encoded it. Anything else: a 4xx, never an error.
 1. The signature (HMAC-SHA256 of `v0:<timestamp>:<raw body>` with the signing secret) is checked
    with slack_sdk's SignatureVerifier over the raw bytes (base64-decoded when API Gateway encoded
-   them), with a 5-minute window. Anything else: 401, nothing queued.
+   them), with a 5-minute window; a failure re-reads a just-rotated secret once (rate-limited,
+   secret_refresh.py). Anything else: 401, nothing queued.
 2. The payload must be a block_actions click on one of our buttons.
 3. The clicker's workspace and approver status are checked (approvers.py). A refusal is queued
    too, so the worker audits it and tells the clicker (ephemeral message).
@@ -11,8 +14,6 @@ so the answer (HTTP 200) goes back well within Slack's 3 seconds; the worker doe
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import logging
 import time
@@ -27,12 +28,13 @@ from slack_sdk.signature import Clock, SignatureVerifier
 
 from ..audit import stamp
 from .approvers import Approvers
+from .inbound import Inbound, Refused, screen
 from .messages import ACTIONS
 
 log = logging.getLogger("vpce_approver.slack")
 
 JOB_VERSION = 1
-MAX_BODY_BYTES = 64 * 1024
+WINDOW_SECONDS = 60 * 5  # slack_sdk's replay window
 MAX_VALUE_CHARS = 64
 
 
@@ -83,18 +85,7 @@ class Job:
 class Reply:
     status: int
     body: str = ""
-
-
-def raw_body(body: str | None, is_base64: bool) -> bytes:
-    """The bytes Slack signed. API Gateway base64-encodes form posts (isBase64Encoded)."""
-    if body is None:
-        return b""
-    if is_base64:
-        try:
-            return base64.b64decode(body, validate=True)
-        except (binascii.Error, ValueError):
-            raise BadRequest("body is not valid base64") from None
-    return body.encode("utf-8")
+    signed: bool = False  # the signature was verified (else: an unauthenticated request)
 
 
 class _Clock(Clock):
@@ -105,16 +96,17 @@ class _Clock(Clock):
         return self._now()
 
 
-def signature_ok(
-    secret: str, headers: Mapping[str, str], body: bytes, now: Callable[[], float]
-) -> bool:
-    lowered = {k.lower(): v for k, v in headers.items()}
-    timestamp = lowered.get("x-slack-request-timestamp")
-    signature = lowered.get("x-slack-signature")
-    if not timestamp or not signature or not timestamp.strip().isdigit():
-        return False
+def signature_ok(secret: str, request: Inbound, now: Callable[[], float]) -> bool:
+    """slack_sdk's verifier, on inputs inbound.screen() has shaped (ASCII digits, hex)."""
     verifier = SignatureVerifier(secret, clock=_Clock(now))
-    return verifier.is_valid(body=body, timestamp=timestamp.strip(), signature=signature)
+    return verifier.is_valid(
+        body=request.body, timestamp=request.timestamp, signature=request.signature
+    )
+
+
+def fresh(request: Inbound, now: Callable[[], float]) -> bool:
+    """Inside the 5-minute window (only such a request may trigger a secret re-read)."""
+    return abs(now() - int(request.timestamp)) <= WINDOW_SECONDS
 
 
 def _str(data: Mapping[str, Any], *path: str) -> str | None:
@@ -171,27 +163,45 @@ class Interactivity:
         approvers: Approvers,
         enqueue: Callable[[Job], None],
         now: Callable[[], float] = time.time,
+        reread_secret: Callable[[], str | None] | None = None,
+        origin_verify: str | None = None,
     ) -> None:
         self.signing_secret = signing_secret
         self.approvers = approvers
         self.enqueue = enqueue
         self.now = now
+        self.reread_secret = reread_secret
+        self.origin_verify = origin_verify
+
+    def verified(self, request: Inbound) -> bool:
+        """The signature, with the cached secret, then (a fresh request that failed: the secret
+        may have just been rotated) once with the secret read again, when the rate limit allows
+        (secret_refresh)."""
+        secret = self.signing_secret()
+        if signature_ok(secret, request, self.now):
+            return True
+        if self.reread_secret is None or not fresh(request, self.now):
+            return False
+        again = self.reread_secret()
+        if again is None or again == secret:
+            return False
+        log.warning("slack signature verified only with the re-read signing secret (rotated)")
+        return signature_ok(again, request, self.now)
 
     def handle(self, headers: Mapping[str, str], body: str | None, is_base64: bool) -> Reply:
         try:
-            raw = raw_body(body, is_base64)
-        except BadRequest:
-            return Reply(401, "invalid request signature")
-        if len(raw) > MAX_BODY_BYTES or not signature_ok(
-            self.signing_secret(), headers, raw, self.now
-        ):
+            request = screen(headers, body, is_base64, origin_verify=self.origin_verify)
+        except Refused as exc:
+            log.warning("slack request refused: %s", exc.reason)
+            return Reply(exc.status, exc.reason)
+        if not self.verified(request):
             log.warning("slack request refused: bad or stale signature")
             return Reply(401, "invalid request signature")
         try:
-            job = parse_click(raw, datetime.fromtimestamp(self.now(), UTC))
+            job = parse_click(request.body, datetime.fromtimestamp(self.now(), UTC))
         except BadRequest as exc:
             log.warning("signed slack request ignored: %s", exc)
-            return Reply(400, "unsupported interaction")
+            return Reply(400, "unsupported interaction", signed=True)
         refusal = self.approvers.check(job.user, job.team)
         if refusal is not None:
             log.warning(
@@ -206,7 +216,7 @@ class Interactivity:
                 }
             )
         self.enqueue(job)
-        return Reply(200)
+        return Reply(200, signed=True)
 
 
 class SqsQueue:

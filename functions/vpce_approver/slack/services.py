@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..converge import Deps
@@ -10,6 +10,7 @@ from .approvers import Approvers
 from .client import ClientConfig, SecretSource, SlackApi, SlackConfigError
 from .interactivity import Interactivity, Job, SqsQueue
 from .port import SlackPort
+from .secret_refresh import RateLimitedReread
 from .worker import Worker
 
 
@@ -20,6 +21,11 @@ class SlackServices:
     secrets: SecretSource
     approvers: Approvers
     queue: SqsQueue | None
+    # Container-wide, like the services: the once-a-minute limit holds across requests.
+    signing_reread: RateLimitedReread = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.signing_reread = RateLimitedReread(self.secrets.signing_secret)
 
     @classmethod
     def build(
@@ -56,7 +62,9 @@ class SlackServices:
             signing_secret=self.secrets.signing_secret,
             approvers=self.approvers,
             enqueue=self.enqueue,
+            reread_secret=self.signing_reread.reread,
+            origin_verify=self.deps.settings.slack_origin_verify,
         )
 
     def worker(self) -> Worker:
-        return Worker(self.deps, self.port)
+        return Worker(self.deps, self.port, self.approvers)

@@ -1,8 +1,10 @@
 """The human decision, after the click was acknowledged (SQS -> SlackWorkerFunction -> here).
 
-Never trust the button: the endpoint ID in it only names an escalation; the escalation record says
-which service and consumer it is about, the click must come from that record's own message
-(channel + ts), and the connection's state is read again from EC2 before acting.
+Never trust the button, nor the queue: the clicker's workspace and approver status are checked
+again from the job (click_checks.recheck); the endpoint ID in the button only names an
+escalation; the escalation record says which service and consumer it is about, the click must
+come from that record's own posted message (channel + ts, both stored: click_checks), and the
+connection's state is read again from EC2 before acting.
 
 Exactly one action per escalation: the first click *claims* the record with a conditional write
 (claimed_by = slack:<user>#<job>; open and not claimed by another live job). A second click finds
@@ -28,6 +30,8 @@ from ..model import Action, Connection, Grant, GrantStatus
 from ..policy import restrictions
 from ..tables import EscalationItem
 from . import registry_check
+from .approvers import Approvers
+from .click_checks import message_binding, recheck
 from .client import SlackError
 from .interactivity import Job
 from .messages import APPROVE, APPROVE_REGISTER, REJECT, outcome_line
@@ -49,9 +53,10 @@ HUMAN_OUTCOME = {
 
 
 class Worker:
-    def __init__(self, deps: Deps, port: SlackPort) -> None:
+    def __init__(self, deps: Deps, port: SlackPort, approvers: Approvers | None = None) -> None:
         self.deps = deps
         self.port = port
+        self.approvers = approvers or Approvers(deps.settings, port.api)
 
     # ------------------------------------------------------------------ entry point
     def handle(self, job: Job) -> str:
@@ -59,17 +64,17 @@ class Worker:
         a retry may fix (EC2, DynamoDB, Slack failing to show the outcome)."""
         if job.refusal:
             return self._refuse(job, job.refusal, job.refusal_message or "Not allowed.")
+        refusal = recheck(job, self.approvers)  # the job may not come from our endpoint
+        if refusal is not None:
+            return self._refuse(job, refusal.code, refusal.message)
         item = self._escalation(job.value)
         if item is None:
             return self._refuse(
                 job, "unknown-escalation", "This button names no escalation; nothing was done."
             )
-        if (item.slack_channel, item.slack_ts) != (job.channel, job.message_ts):
-            return self._refuse(
-                job,
-                "button-mismatch",
-                "This button does not belong to this message; nothing was done.",
-            )
+        unbound = message_binding(item, job)
+        if unbound is not None:
+            return self._refuse(job, unbound.code, unbound.message)
         claim = f"slack:{job.user}#{job.job_id}"
         if item.state != OPEN:
             return self._already(item, job, claim)
@@ -162,25 +167,24 @@ class Worker:
         if refusal is None or refusal.code != "denied":
             return False
         reason = f"a deny was written while the approval was acted on: {refusal.message}"
-        self.deps.audit.write(
-            [
-                AuditRecord(
-                    subject=item.vpc_endpoint_id,
-                    action="reject",
-                    actor="policy",
-                    at=self.deps.clock(),
-                    code="grant-changed",
-                    reason=reason,
-                    trigger=TRIGGER,
-                    outcome="requested",
-                    service_id=item.service_id,
-                    vpc_endpoint_id=item.vpc_endpoint_id,
-                    consumer=item.consumer,
-                    region=item.region,
-                )
-            ]
+        record = AuditRecord(
+            subject=item.vpc_endpoint_id,
+            action="reject",
+            actor="policy",
+            at=self.deps.clock(),
+            code="grant-changed",
+            reason=reason,
+            trigger=TRIGGER,
+            outcome="requested",
+            service_id=item.service_id,
+            vpc_endpoint_id=item.vpc_endpoint_id,
+            consumer=item.consumer,
+            region=item.region,
         )
+        self.deps.audit.write([record])
         result = self.deps.ec2.reject(item.service_id, [item.vpc_endpoint_id])
+        failed = {f.vpc_endpoint_id: f.code for f in result.failed}
+        self.deps.audit.settle([record], result.succeeded, failed)  # -> done | failed:<code>
         if result.failed:  # the sweep's drift check reports it (and revokes when asked to)
             log.error("rejecting %s after a late deny failed: %s", conn.vpc_endpoint_id, result)
         self._ephemeral(
