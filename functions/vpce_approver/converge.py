@@ -3,7 +3,8 @@
 
 Cost of a registry-hit Connect: 1 DescribeVpcEndpointConnections, 1 BatchGetItem (grants and the
 service's enrollment together), 1 BatchWriteItem (audit: "requested"),
-1 AcceptVpcEndpointConnections, 1 BatchWriteItem (the same audit records: "done" / "failed:<code>").
+1 AcceptVpcEndpointConnections, 1 BatchGetItem (the grants again: revalidate.py), 1 BatchWriteItem
+(the same audit records: "done" / "failed:<code>").
 
 Fail closed: anything that raises before the Accept call leaves every connection pending and
 propagates, so the invocation is retried (then lands in its DLQ). Nothing is accepted on error.
@@ -22,9 +23,11 @@ from .audit import Audit, AuditRecord, stamp
 from .config import Settings
 from .ec2 import BatchResult, Ec2
 from .escalations import EscalationPort, Escalations
+from .limits import Leases, limited_consumers, live_counts
 from .model import Action, Connection, Decision, Grant, Reason
-from .policy import decide, matching_grants
-from .registry import Registry
+from .policy import decide
+from .registry import Lookup, Registry
+from .revalidate import revoked_after_accept
 from .tables import EscalationItem
 
 log = logging.getLogger("vpce_approver.converge")
@@ -65,6 +68,7 @@ class Deps:
     settings: Settings
     metrics: MetricSink = field(default_factory=NoMetrics)
     clock: Callable[[], datetime] = utcnow
+    leases: Leases = field(default_factory=Leases)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,11 +116,13 @@ class Report:
     @property
     def retryable(self) -> list[str]:
         """Endpoints whose Accept/Reject failed for a reason that may pass (throttling, an
-        internal error): the trigger should be retried rather than wait for the next sweep."""
+        internal error), or deferred because another converge held the consumer's limit lease:
+        the trigger should be retried rather than wait for the next sweep."""
         return [
             o.connection.vpc_endpoint_id
             for o in self.outcomes
-            if o.result.startswith("failed:") and o.result[len("failed:") :] not in SETTLED_CODES
+            if o.result == "deferred"
+            or (o.result.startswith("failed:") and o.result[len("failed:") :] not in SETTLED_CODES)
         ]
 
     def summary(self) -> dict[str, object]:
@@ -130,26 +136,19 @@ class Report:
 
 def _decide_all(
     pending: Sequence[Connection],
-    grants: dict[tuple[str, str], Grant],
-    malformed: set[str],
+    found: Lookup,
     counts: Counter[str],
     deps: Deps,
     now: datetime,
 ) -> list[tuple[Connection, Decision]]:
+    """Decide in creation order, so a per-consumer limit admits the earliest connections.
+    CreationTimestamp has whole seconds: connections created in the same second keep the order
+    Describe returned them in (a stable sort), never the order of their random IDs."""
     decisions = []
-    # Oldest first, so a per-consumer limit admits the earliest connections.
-    for conn in sorted(pending, key=lambda c: (c.created or now, c.vpc_endpoint_id)):
-        if conn.owner in malformed:
-            decision = Decision(
-                Action.ESCALATE,
-                Reason.MALFORMED_GRANT,
-                f"account {conn.owner} has a malformed registry item; a human must decide",
-            )
-        else:
-            candidates = [g for k, g in grants.items() if k[1] == conn.owner]
-            decision = decide(
-                conn, candidates, counts[conn.owner], now, deps.settings.default_decision
-            )
+    for conn in sorted(pending, key=lambda c: c.created or now):
+        decision = decide(
+            conn, found.entries(conn.owner), counts[conn.owner], now, deps.settings.default_decision
+        )
         if decision.action is Action.ACCEPT:
             counts[conn.owner] += 1
         decisions.append((conn, decision))
@@ -157,23 +156,19 @@ def _decide_all(
 
 
 def _limit_counts(
-    service_id: str, pending: Sequence[Connection], grants: dict[tuple[str, str], Grant], deps: Deps
+    service_id: str,
+    pending: Sequence[Connection],
+    found: Lookup,
+    deps: Deps,
 ) -> Counter[str]:
     """Live (pending/available) connections per consumer, read only for consumers whose deciding
-    grant has a max_endpoints limit (one extra Describe, none on the common path)."""
-    limited = set()
-    for conn in pending:
-        specific, wildcard = matching_grants(conn, grants.values())
-        grant = specific or wildcard
-        if grant is not None and grant.max_endpoints is not None:
-            limited.add(conn.owner)
-    counts: Counter[str] = Counter()
-    if limited:
-        for conn in deps.ec2.connections(
-            service_id, states=["pending", "available"], owners=limited
-        ):
-            counts[conn.owner] += 1
-    return counts
+    grant has a max_endpoints limit (one extra Describe, none on the common path); converge
+    holds their limit leases while it counts, decides and accepts."""
+    limited = limited_consumers(pending, found.entries)
+    if not limited:
+        return Counter()
+    conns = deps.ec2.connections(service_id, states=["pending", "available"], owners=limited)
+    return live_counts(conns, deciding={c.vpc_endpoint_id for c in pending})
 
 
 def _record(
@@ -235,32 +230,61 @@ def converge(
     wanted = set(endpoint_ids) if endpoint_ids is not None else None
     # Filter client-side as well: the vpc-endpoint-id filter is unreliable server-side, and
     # the state filter is re-checked so a stale page can never be accepted.
-    pending = [
-        c
-        for c in pending
-        if c.pending_acceptance
-        and c.service_id == service_id
-        and (wanted is None or c.vpc_endpoint_id in wanted)
-    ]
+    waiting = [c for c in pending if c.pending_acceptance and c.service_id == service_id]
+    pending = [c for c in waiting if wanted is None or c.vpc_endpoint_id in wanted]
     if not pending:
         return report
 
-    managed, grants, errors = deps.registry.lookup([service_id], {c.owner for c in pending})
-    if service_id not in managed:
+    found = deps.registry.read([service_id], {c.owner for c in pending})
+    errors = found.errors
+    if service_id not in found.managed:
         report.managed = False
         log.warning("service %s is not managed by this deployment: ignored", service_id)
         deps.metrics.add_metric("IgnoredService", "Count", 1)
         return report
     report.registry_errors = errors
-    malformed = set(errors)
     for error in errors.values():
         log.error("refusing malformed registry item: %s", error)
     if errors:
         deps.metrics.add_metric("MalformedGrants", "Count", len(errors))
 
+    # A limit admits the earliest connections: a limited consumer's waiting connections are all
+    # decided together, in creation order, under its limit lease (limits.py), not only those named.
+    limited = limited_consumers(pending, found.entries)
+    if not limited:
+        return _act(service_id, pending, found, deps, report, trigger=trigger, actor=actor)
+    named = {c.vpc_endpoint_id for c in pending}
+    pending = [c for c in waiting if c.vpc_endpoint_id in named or c.owner in limited]
+    if deps.settings.shadow_mode:  # acts on nothing: nothing to guard
+        return _act(service_id, pending, found, deps, report, trigger=trigger, actor=actor)
+    with deps.leases.holding(service_id, limited, deps.clock) as held:
+        for conn in pending:
+            if conn.owner in limited and conn.owner not in held.consumers:
+                busy = Decision(
+                    Action.NONE,
+                    Reason.LIMIT_BUSY,
+                    f"another converge is deciding account {conn.owner}'s connections (limit"
+                    " lease); left pending and retried",
+                )
+                report.outcomes.append(Outcome(conn, busy, "deferred"))
+        pending = [c for c in pending if c.owner not in limited or c.owner in held.consumers]
+        return _act(service_id, pending, found, deps, report, trigger=trigger, actor=actor)
+
+
+def _act(
+    service_id: str,
+    pending: Sequence[Connection],
+    found: Lookup,
+    deps: Deps,
+    report: Report,
+    *,
+    trigger: str,
+    actor: str,
+) -> Report:
+    """Decide, record and act (under the limit leases converge holds, if any)."""
     now = deps.clock()
-    counts = _limit_counts(service_id, pending, grants, deps)
-    decisions = _decide_all(pending, grants, malformed, counts, deps, now)
+    counts = _limit_counts(service_id, pending, found, deps)
+    decisions = _decide_all(pending, found, counts, deps, now)
     shadow = deps.settings.shadow_mode
 
     records: list[AuditRecord] = []
@@ -353,6 +377,7 @@ def converge(
     by_id = {c.vpc_endpoint_id: (c, d) for c, d in decisions}
     failures: dict[str, str] = {}
     succeeded: list[str] = []
+    undone: list[AuditRecord] = []
     for action, ids, call in (
         (Action.ACCEPT, to_accept, deps.ec2.accept),
         (Action.REJECT, to_reject, deps.ec2.reject),
@@ -380,6 +405,17 @@ def converge(
             if conn.created is not None:
                 latency = (deps.clock() - conn.created).total_seconds() * 1000
                 deps.metrics.add_metric("DecisionLatency", "Milliseconds", max(latency, 0.0))
+        if action is Action.ACCEPT and result.succeeded:
+            accepted = [by_id[v][0] for v in result.succeeded]
+            revoked = _revalidate(service_id, accepted, deps)
+            if revoked:
+                undone = _undo(
+                    revoked, report, to_reject, by_id, deps, trigger=trigger, actor=actor
+                )
+        if action is Action.REJECT and undone:  # the rejects of what an edit took away
+            deps.audit.settle(
+                undone, result.succeeded, {f.vpc_endpoint_id: f.code for f in result.failed}
+            )
     deps.audit.settle(records, succeeded, failures)  # "requested" -> done | failed:<code>
 
     for item in new_escalations:
@@ -397,6 +433,54 @@ def converge(
     return report
 
 
+def _revalidate(
+    service_id: str, accepted: Sequence[Connection], deps: Deps
+) -> list[tuple[Connection, Decision]]:
+    """Read the registry again right after the Accept (revalidate.py): what an edit made
+    meanwhile takes away. If that read fails, the rest of the converge still runs (escalations
+    posted, failures audited): a retry could not re-check either, since the connections are no
+    longer pending; the failure is logged and counted, and the sweep's drift check remains."""
+    try:
+        again = deps.registry.read([service_id], {c.owner for c in accepted})
+    except Exception:
+        log.exception("re-reading the registry after an Accept on %s failed", service_id)
+        deps.metrics.add_metric("Errors", "Count", 1)
+        return []
+    return revoked_after_accept(accepted, again, deps.clock(), deps.settings.default_decision)
+
+
+def _undo(
+    revoked: Sequence[tuple[Connection, Decision]],
+    report: Report,
+    to_reject: list[str],
+    by_id: dict[str, tuple[Connection, Decision]],
+    deps: Deps,
+    *,
+    trigger: str,
+    actor: str,
+) -> list[AuditRecord]:
+    """Accepted on a grant edited meanwhile: queue the reject (audited before the call, as
+    "requested"; returned to be settled once the Reject answers)."""
+    gone = {c.vpc_endpoint_id for c, _ in revoked}
+    report.outcomes = [
+        o
+        for o in report.outcomes
+        if o.decision.action is not Action.ACCEPT or o.connection.vpc_endpoint_id not in gone
+    ]
+    now = deps.clock()
+    records = [
+        _record(c, d, action="reject", outcome="requested", trigger=trigger, actor=actor, now=now)
+        for c, d in revoked
+    ]
+    deps.audit.write(records)
+    for conn, decision in revoked:
+        log.warning("%s: %s", conn.vpc_endpoint_id, decision.reason)
+        by_id[conn.vpc_endpoint_id] = (conn, decision)
+        to_reject.append(conn.vpc_endpoint_id)
+    deps.metrics.add_metric("Revoked", "Count", len(revoked))  # access taken away, like revocation
+    return records
+
+
 @dataclass(frozen=True, slots=True)
 class Preview:
     """What converge() would decide, without acting (the CLI's explain/pending/doctor)."""
@@ -411,17 +495,15 @@ def preview(service_id: str, connections: Sequence[Connection], deps: Deps) -> P
     """The decision each connection would get now (a settled one is judged as if it were
     pendingAcceptance, so a caller can say what the registry says about it)."""
     conns = [c for c in connections if c.service_id == service_id]
-    managed, grants, errors = deps.registry.lookup([service_id], {c.owner for c in conns})
+    found = deps.registry.read([service_id], {c.owner for c in conns})
+    grants, errors = found.grants, found.errors
     as_pending = [replace(c, state="pendingAcceptance") for c in conns]
     now = deps.clock()
-    counts = _limit_counts(service_id, as_pending, grants, deps)
-    for conn in conns:  # a live connection being judged must not count against itself
-        if conn.live and counts[conn.owner] > 0:
-            counts[conn.owner] -= 1
-    decisions = _decide_all(as_pending, grants, set(errors), counts, deps, now)
+    counts = _limit_counts(service_id, as_pending, found, deps)
+    decisions = _decide_all(as_pending, found, counts, deps, now)
     real = {c.vpc_endpoint_id: c for c in conns}
     return Preview(
-        managed=service_id in managed,
+        managed=service_id in found.managed,
         decisions=[(real[c.vpc_endpoint_id], d) for c, d in decisions],
         grants=grants,
         registry_errors=errors,

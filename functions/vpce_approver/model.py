@@ -94,6 +94,38 @@ class Grant:
         return self.status is GrantStatus.ALLOW and not self.expired(now)
 
 
+@dataclass(frozen=True, slots=True)
+class MalformedItem:
+    """A registry item that is not a usable grant (hand-edited, wrongly typed, corrupted): which
+    key, which field, why. The policy sees it: it never allows; a live deny still rejects; one that
+    reads as a deny (its status is readable) rejects too, since bad data only makes a decision
+    stricter."""
+
+    service_id: str
+    consumer: str
+    field: str  # the first bad field ("item" when the whole item is unreadable)
+    error: str
+    status: GrantStatus | None = None  # what its status reads as, when that much is readable
+    expires_at: datetime | None = None  # idem; None: no expiry, or unreadable
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.service_id, self.consumer)
+
+    @property
+    def label(self) -> str:
+        return f"{self.service_id}/{self.consumer}"
+
+    @property
+    def message(self) -> str:
+        return f"registry item {self.label} is malformed: {self.field}: {self.error}"
+
+    def reads_as_live_deny(self, now: datetime) -> bool:
+        return self.status is GrantStatus.DENY and not (
+            self.expires_at is not None and self.expires_at <= now
+        )
+
+
 class Reason(enum.StrEnum):
     """Machine-readable reason codes (metrics dimensions, escalation records, Slack)."""
 
@@ -106,6 +138,8 @@ class Reason(enum.StrEnum):
     WRONG_REGION = "wrong-region"
     NOT_PENDING = "not-pending"
     MALFORMED_GRANT = "malformed-grant"
+    GRANT_CHANGED = "grant-changed"  # edited between the decision and the Accept: rejected
+    LIMIT_BUSY = "limit-busy"  # another converge holds the consumer's limit lease: deferred
     HUMAN = "human"
 
 

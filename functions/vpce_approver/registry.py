@@ -2,24 +2,36 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import itertools
-from collections.abc import Iterable, Iterator, Mapping
+import logging
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
-from pynamodb.exceptions import AttributeDeserializationError
+from pynamodb.exceptions import AttributeDeserializationError, UpdateError
 from pynamodb.pagination import ResultIterator
 
 from . import validation as v
-from .model import WILDCARD_SERVICE, Grant, GrantStatus
+from .model import WILDCARD_SERVICE, Grant, GrantStatus, MalformedItem
 from .tables import SERVICE_MARKER, RegistryItem
 
 BATCH_GET_MAX = 100
 
+log = logging.getLogger("vpce_approver.registry")
+
 
 class RegistryError(ValueError):
-    """A registry item that must not be used (malformed: never turned into an allow-list entry)."""
+    """A registry item that must not be used (malformed: never turned into an allow-list entry).
+    `malformed` says which item and which field."""
+
+    def __init__(self, message: str, malformed: MalformedItem | None = None) -> None:
+        super().__init__(message)
+        self.malformed = malformed
 
 
 def iso(dt: datetime) -> str:
@@ -55,49 +67,121 @@ def validate_grant(grant: Grant, now: datetime, *, allow_wildcard_principal: boo
     return grant
 
 
+def _strings(value: Any, field: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise v.ValidationError(field, value, "must be a list of strings")
+    out = tuple(value)
+    for entry in out:
+        if not isinstance(entry, str):
+            raise v.ValidationError(field, entry, "must be a string")
+    return out
+
+
+def _number(value: Any, field: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
+        raise v.ValidationError(field, value, "must be a number")
+    return float(value)
+
+
+def _text(value: Any, field: str) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise v.ValidationError(field, value, "must be a string")
+    return value
+
+
+def _status(value: Any) -> GrantStatus:
+    try:
+        return GrantStatus(str(value).lower()) if isinstance(value, str) else GrantStatus("")
+    except ValueError:
+        raise v.ValidationError("status", value, "must be allow, deny or suspended") from None
+
+
+def _best_effort(data: Mapping[str, Any]) -> tuple[GrantStatus | None, datetime | None]:
+    """What a malformed item's status and expiry read as, where they are readable."""
+    status = expires = None
+    with contextlib.suppress(v.ValidationError):
+        status = _status(data.get("status"))
+    try:
+        stamp = _number(data.get("expires_at"), "expires_at")
+        expires = datetime.fromtimestamp(stamp, UTC) if stamp is not None else None
+    except (v.ValidationError, ValueError, OverflowError, OSError):
+        pass
+    return status, expires
+
+
+def _malformed(data: Mapping[str, Any], field: str, error: str) -> MalformedItem:
+    status, expires = _best_effort(data)
+    return MalformedItem(
+        service_id=str(data.get("service_id")),
+        consumer=str(data.get("consumer")),
+        field=field,
+        error=error,
+        status=status,
+        expires_at=expires,
+    )
+
+
 def grant_from_item(
     item: RegistryItem | Mapping[str, Any], *, allow_wildcard_principal: bool = False
 ) -> Grant:
-    """Build a Grant from a stored item, re-validating every field that reaches AWS.
+    """Build a Grant from a stored item (or a stream image), re-validating every field that
+    reaches AWS and the type of every other one.
 
-    Raises RegistryError for an item that is not a usable grant (hand-edited, corrupted...).
-    A `*` principal is refused unless the deployment allows it (ALLOW_WILDCARD_PRINCIPAL)."""
+    Raises RegistryError (naming the key and the first bad field, with `.malformed`) for an item
+    that is not a usable grant (hand-edited, corrupted...). A `*` principal is refused unless the
+    deployment allows it (ALLOW_WILDCARD_PRINCIPAL)."""
     data = item.attribute_values if isinstance(item, RegistryItem) else dict(item)
     try:
-        status = GrantStatus(str(data.get("status", "")).lower())
         service = v.service_id(data.get("service_id"), allow_wildcard=True)
         consumer = v.account_id(data.get("consumer"))
-        principals = tuple(str(p) for p in data.get("principals") or ())
+        status = _status(data.get("status"))
+        principals = _strings(data.get("principals"), "principals")
         for principal in principals:
             v.principal(principal, allow_wildcard=allow_wildcard_principal)
-        regions = frozenset(v.region(r, field="regions") for r in data.get("regions") or ())
-        expires = data.get("expires_at")
-        max_endpoints = data.get("max_endpoints")
+            if v.principal_account(principal) not in (None, consumer):
+                raise v.ValidationError("principals", principal, "is another account's")
+        regions = frozenset(
+            v.region(r, field="regions") for r in _strings(data.get("regions"), "regions")
+        )
+        expires = _number(data.get("expires_at"), "expires_at")
+        limit = _number(data.get("max_endpoints"), "max_endpoints")
+        if limit is not None and (limit != int(limit) or limit < 1):
+            raise v.ValidationError("max_endpoints", limit, "must be a positive integer")
+        revoke = data.get("revoke")
+        if revoke is not None and not isinstance(revoke, bool):
+            raise v.ValidationError("revoke", revoke, "must be true or false")
+        expires_at = _when(expires, "expires_at", lambda x: datetime.fromtimestamp(x, UTC))
+        updated_at = _text(data.get("updated_at"), "updated_at")
+        changed = _when(updated_at or None, "updated_at", datetime.fromisoformat)
         grant = Grant(
             service_id=service,
             consumer=consumer,
             status=status,
             principals=principals,
-            expires_at=datetime.fromtimestamp(float(expires), UTC) if expires is not None else None,
-            max_endpoints=int(max_endpoints) if max_endpoints is not None else None,
+            expires_at=expires_at,
+            max_endpoints=int(limit) if limit is not None else None,
             regions=regions,
-            owner=data.get("owner"),
-            note=data.get("note"),
-            revoke=data.get("revoke"),
-            updated_by=data.get("updated_by"),
-            updated_at=datetime.fromisoformat(data["updated_at"])
-            if data.get("updated_at")
-            else None,
+            owner=_text(data.get("owner"), "owner"),
+            note=_text(data.get("note"), "note"),
+            revoke=revoke,
+            updated_by=_text(data.get("updated_by"), "updated_by"),
+            updated_at=changed,
         )
-    except (ValueError, TypeError, KeyError) as exc:
-        key = f"{data.get('service_id')!r}/{data.get('consumer')!r}"
-        raise RegistryError(f"registry item {key} is malformed: {exc}") from exc
-    for principal in grant.principals:
-        if v.principal_account(principal) not in (None, grant.consumer):
-            raise RegistryError(
-                f"registry item {grant.label}: principal {principal} is another account's"
-            )
+    except v.ValidationError as exc:
+        bad = _malformed(data, exc.field, f"{exc.value!r} {exc.why}")
+        raise RegistryError(bad.message, bad) from exc
     return grant
+
+
+def _when[T](value: T | None, field: str, parse: Callable[[T], datetime]) -> datetime | None:
+    try:
+        return parse(value) if value is not None else None
+    except (ValueError, OverflowError, OSError) as exc:
+        raise v.ValidationError(field, value, str(exc)) from None
 
 
 def item_from_grant(grant: Grant, *, by: str, now: datetime) -> RegistryItem:
@@ -120,24 +204,56 @@ def item_from_grant(grant: Grant, *, by: str, now: datetime) -> RegistryItem:
 @dataclass(frozen=True, slots=True)
 class Undecodable:
     """A stored item whose attributes do not even have the table schema's types (written around
-    the CLI: e.g. max_endpoints stored as a string). pynamodb cannot build it; it is malformed."""
+    the CLI: e.g. max_endpoints stored as a string). pynamodb cannot build it; it is malformed.
+    `raw` is the item as DynamoDB returned it (for `registry show`)."""
 
     service_id: str
     consumer: str
     error: str
+    field: str = "item"
+    raw: Mapping[str, Any] | None = None
+
+    def malformed(self) -> MalformedItem:
+        """The item as the policy sees it: its status and expiry are read where they have the
+        right type, so an undecodable deny still reads as a deny."""
+        raw = self.raw or {}
+        plain: dict[str, Any] = {"service_id": self.service_id, "consumer": self.consumer}
+        if isinstance(raw.get("status"), Mapping) and "S" in raw["status"]:
+            plain["status"] = raw["status"]["S"]
+        if isinstance(raw.get("expires_at"), Mapping) and "N" in raw["expires_at"]:
+            with contextlib.suppress(ArithmeticError):
+                plain["expires_at"] = Decimal(str(raw["expires_at"]["N"]))
+        return _malformed(plain, self.field, self.error)
+
+
+DESERIALIZE_FIELD = re.compile(r"deserialize '(?P<field>[^']+)' attribute from type: (?P<t>\S+)")
 
 
 def decode(raw: Mapping[str, Any]) -> RegistryItem | Undecodable:
     try:
         return RegistryItem.from_raw_data(dict(raw))
-    except AttributeDeserializationError as exc:
+    except (AttributeDeserializationError, TypeError, ValueError, KeyError) as exc:
         keys = {k: str((raw.get(k) or {}).get("S", "")) for k in ("service_id", "consumer")}
-        return Undecodable(keys["service_id"], keys["consumer"], str(exc))
+        match = DESERIALIZE_FIELD.search(str(exc))
+        field, error = "item", str(exc)
+        if match:
+            field = match["field"]
+            kinds = sorted(raw.get(field) or {}) if isinstance(raw.get(field), Mapping) else []
+            error = f"stored as DynamoDB type {'/'.join(kinds) or match['t']}, not the table's"
+        log.error("registry item %s/%s is malformed: %s: %s", *keys.values(), field, error)
+        return Undecodable(keys["service_id"], keys["consumer"], error, field, dict(raw))
+
+
+# ----------------------------------------------------------------------------- tolerant reads
+# Every read of the registry goes through these: one wrongly typed item comes back as Undecodable
+# (reported: which key, which field) instead of failing the whole read for everyone.
+
+StoredItem = RegistryItem | Undecodable
 
 
 def batch_get_items(
     keys: Iterable[tuple[str, str]], *, consistent_read: bool | None = None
-) -> list[RegistryItem | Undecodable]:
+) -> list[StoredItem]:
     """RegistryItem.batch_get, except that one undecodable item cannot fail the whole read (and
     with it every other consumer's decision): it comes back as Undecodable. The plain read is
     tried first; only when an item does not decode is the read repeated item by item."""
@@ -146,7 +262,7 @@ def batch_get_items(
         return list(RegistryItem.batch_get(keys, consistent_read=consistent_read))
     except AttributeDeserializationError:
         pass
-    out: list[RegistryItem | Undecodable] = []
+    out: list[StoredItem] = []
     wanted = [{"service_id": s, "consumer": c} for s, c in keys]
     for start in range(0, len(wanted), BATCH_GET_MAX):
         page_keys: Any = wanted[start : start + BATCH_GET_MAX]
@@ -158,34 +274,81 @@ def batch_get_items(
     return out
 
 
-def query_items(
-    service_id: str, *, consistent_read: bool = False
-) -> list[RegistryItem | Undecodable]:
-    """RegistryItem.query(service_id), tolerant of undecodable items like batch_get_items."""
-    try:
-        return list(RegistryItem.query(service_id, consistent_read=consistent_read))
-    except AttributeDeserializationError:
-        pass
-    results: Iterator[RegistryItem | Undecodable] = ResultIterator(
-        RegistryItem._get_connection().query,
-        (service_id,),
-        {"consistent_read": consistent_read},
-        map_fn=decode,
+def _tolerant(operation: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[StoredItem]:
+    connection = RegistryItem._get_connection()
+    results: Iterator[StoredItem] = ResultIterator(
+        getattr(connection, operation), args, kwargs, map_fn=decode
     )
     return list(results)
 
 
+def query_items(service_id: str, *, consistent_read: bool = False) -> list[StoredItem]:
+    """RegistryItem.query(service_id), tolerant of undecodable items like batch_get_items."""
+    return _tolerant("query", (service_id,), {"consistent_read": consistent_read})
+
+
+def consumer_items(consumer: str) -> list[StoredItem]:
+    """RegistryItem.by_consumer.query(consumer): every service's item for one consumer."""
+    return _tolerant("query", (consumer,), {"index_name": RegistryItem.by_consumer.Meta.index_name})
+
+
+def scan_items() -> list[StoredItem]:
+    """RegistryItem.scan() (the operator's CLI only: no function scans)."""
+    return _tolerant("scan", (), {})
+
+
+def get_item(service_id: str, consumer: str, *, consistent_read: bool = True) -> StoredItem | None:
+    """RegistryItem.get, tolerant: None when there is no such item."""
+    connection = RegistryItem._get_connection()
+    raw = connection.get_item(service_id, consumer, consistent_read=consistent_read).get("Item")
+    return decode(raw) if raw else None
+
+
+def to_entry(item: StoredItem, *, allow_wildcard_principal: bool = False) -> Grant | MalformedItem:
+    """The one way a stored item becomes something to decide on: a Grant, or a MalformedItem
+    naming its key and bad field (logged). Never raises for bad data."""
+    if isinstance(item, Undecodable):
+        return item.malformed()
+    try:
+        return grant_from_item(item, allow_wildcard_principal=allow_wildcard_principal)
+    except RegistryError as exc:
+        log.error("%s", exc)
+        return exc.malformed or _malformed(item.attribute_values, "item", str(exc))
+
+
+@dataclass
+class Lookup:
+    """One registry read for a converge: managed services, grants and malformed items by key."""
+
+    managed: set[str] = dataclasses.field(default_factory=set)
+    grants: dict[tuple[str, str], Grant] = dataclasses.field(default_factory=dict)
+    malformed: dict[tuple[str, str], MalformedItem] = dataclasses.field(default_factory=dict)
+
+    @property
+    def errors(self) -> dict[str, str]:
+        """{consumer: message} for every consumer with a malformed item."""
+        return {m.consumer: m.message for m in self.malformed.values()}
+
+    def entries(self, consumer: str) -> list[Grant | MalformedItem]:
+        """What the policy decides on for one consumer."""
+        found: list[Grant | MalformedItem] = [g for k, g in self.grants.items() if k[1] == consumer]
+        return found + [m for k, m in self.malformed.items() if k[1] == consumer]
+
+
 class Registry:
-    """Reads and writes of the registry table (the models must be bound: tables.bind)."""
+    """Reads and writes of the registry table (the models must be bound: tables.bind). Every
+    read is tolerant: a malformed item is reported (key, field) and skipped or returned as a
+    MalformedItem, never a crash for everyone."""
 
     def __init__(self, *, allow_wildcard_principal: bool = False) -> None:
         self.allow_wildcard_principal = allow_wildcard_principal
 
-    def lookup(
-        self, service_ids: Iterable[str], consumers: Iterable[str]
-    ) -> tuple[set[str], dict[tuple[str, str], Grant], dict[str, str]]:
-        """One BatchGetItem per 100 keys: (managed services among service_ids, grants by key,
-        {consumer: error} for malformed items). Keys: (svc, c), (*, c), (svc, #service).
+    def entry(self, item: StoredItem) -> Grant | MalformedItem:
+        return to_entry(item, allow_wildcard_principal=self.allow_wildcard_principal)
+
+    def read(self, service_ids: Iterable[str], consumers: Iterable[str]) -> Lookup:
+        """One BatchGetItem per 100 keys: managed services among service_ids, grants and
+        malformed items by key. Keys: (svc, c), (*, c), (svc, #service).
 
         With more than 100 consumers (a sweep chunk, a burst) the `*` grants come from one Query
         of the `*` partition instead of one key per consumer: that partition holds only the few
@@ -196,12 +359,10 @@ class Registry:
         keys: list[tuple[str, str]] = [(s, SERVICE_MARKER) for s in services]
         key_services = services if query_wildcard else [*services, WILDCARD_SERVICE]
         keys += [(s, c) for s in key_services for c in consumers]
-        managed: set[str] = set()
-        grants: dict[tuple[str, str], Grant] = {}
-        errors: dict[str, str] = {}
+        found = Lookup()
         # Strongly consistent: a grant suspended or denied a moment ago must not be read as the
         # allow it was (an eventually consistent read could); it costs two read units, not one.
-        items: Iterable[RegistryItem | Undecodable] = batch_get_items(keys, consistent_read=True)
+        items: Iterable[StoredItem] = batch_get_items(keys, consistent_read=True)
         if query_wildcard:
             wanted = set(consumers)
             wildcard = (
@@ -212,65 +373,102 @@ class Registry:
             items = itertools.chain(items, wildcard)
         for item in items:
             if item.consumer == SERVICE_MARKER:  # enrolled, even if the item is damaged
-                managed.add(item.service_id)
+                found.managed.add(item.service_id)
                 continue
-            if isinstance(item, Undecodable):
-                key = f"{item.service_id!r}/{item.consumer!r}"
-                errors[item.consumer] = f"registry item {key} is malformed: {item.error}"
-                continue
-            try:
-                grant = grant_from_item(
-                    item, allow_wildcard_principal=self.allow_wildcard_principal
-                )
-            except RegistryError as exc:
-                errors[str(item.consumer)] = str(exc)
-                continue
-            grants[grant.key] = grant
-        return managed, grants, errors
+            entry = self.entry(item)
+            if isinstance(entry, MalformedItem):
+                found.malformed[entry.key] = entry
+            else:
+                found.grants[entry.key] = entry
+        return found
+
+    def lookup(
+        self, service_ids: Iterable[str], consumers: Iterable[str]
+    ) -> tuple[set[str], dict[tuple[str, str], Grant], dict[str, str]]:
+        """read() as (managed services, grants by key, {consumer: error} for malformed items)."""
+        found = self.read(service_ids, consumers)
+        return found.managed, found.grants, found.errors
+
+    def find(self, service_id: str, consumer: str) -> Grant | MalformedItem | None:
+        """The item at one key, read consistently: a grant, a malformed item, or None."""
+        item = get_item(service_id, consumer)
+        return None if item is None else self.entry(item)
 
     def get(self, service_id: str, consumer: str) -> Grant | None:
-        try:
-            item = RegistryItem.get(service_id, consumer)
-        except RegistryItem.DoesNotExist:
-            return None
-        return grant_from_item(item, allow_wildcard_principal=self.allow_wildcard_principal)
+        """The grant at one key; raises RegistryError (naming the field) for a malformed item."""
+        found = self.find(service_id, consumer)
+        if isinstance(found, MalformedItem):
+            raise RegistryError(found.message, found)
+        return found
 
     def put(self, grant: Grant, *, by: str, now: datetime) -> Grant:
         validate_grant(grant, now, allow_wildcard_principal=self.allow_wildcard_principal)
         item_from_grant(grant, by=by, now=now).save()
         return grant
 
-    def delete(self, service_id: str, consumer: str) -> bool:
+    def remove(self, service_id: str, consumer: str, *, by: str | None = None) -> bool:
+        """Delete the item at one key, however malformed it is (the documented repair). With
+        `by`, who removes it is stamped first, so the stream's REMOVE record (whose old image is
+        this item) names them; then only what was stamped is deleted. False if absent."""
+        connection = RegistryItem._get_connection()
+        if by is None:
+            if get_item(service_id, consumer) is None:
+                return False
+            connection.delete_item(service_id, consumer)
+            return True
+        stamp = iso(datetime.now(UTC))
         try:
-            item = RegistryItem.get(service_id, consumer)
-        except RegistryItem.DoesNotExist:
-            return False
-        item.delete()
+            connection.update_item(
+                service_id,
+                consumer,
+                actions=[RegistryItem.updated_by.set(by), RegistryItem.updated_at.set(stamp)],
+                condition=RegistryItem.service_id.exists(),
+            )
+        except UpdateError as exc:
+            if _condition_failed(exc):
+                return False
+            raise
+        connection.delete_item(service_id, consumer, condition=RegistryItem.updated_at == stamp)
         return True
+
+    def delete(self, service_id: str, consumer: str) -> bool:
+        return self.remove(service_id, consumer)
+
+    def entries(
+        self, *, service: str | None = None, consumer: str | None = None
+    ) -> list[Grant | MalformedItem]:
+        """Every grant (not enrollments), of one service and/or consumer, malformed ones included
+        as MalformedItem. Without a filter this scans (the operator's CLI only)."""
+        if consumer is not None:
+            items = consumer_items(consumer)
+        elif service is not None:
+            items = query_items(service, consistent_read=True)
+        else:
+            items = scan_items()
+        out = [
+            self.entry(i)
+            for i in items
+            if i.consumer != SERVICE_MARKER and (service is None or i.service_id == service)
+        ]
+        return sorted(out, key=lambda e: e.key)
 
     def grants_of(self, consumer: str) -> list[Grant]:
-        out = []
-        for item in RegistryItem.by_consumer.query(consumer):
-            try:
-                out.append(
-                    grant_from_item(item, allow_wildcard_principal=self.allow_wildcard_principal)
-                )
-            except RegistryError:
-                continue
-        return out
+        return [g for g in self.entries(consumer=consumer) if isinstance(g, Grant)]
 
-    def all_items(self) -> Iterable[RegistryItem]:
-        return RegistryItem.scan()
+    def all_items(self) -> list[StoredItem]:
+        return scan_items()
 
     def managed_services(self) -> list[RegistryItem]:
-        return sorted(RegistryItem.by_consumer.query(SERVICE_MARKER), key=lambda i: i.service_id)
+        """Enrollment items, sorted. A damaged one still counts (reported, keys only)."""
+        out = []
+        for item in consumer_items(SERVICE_MARKER):
+            if isinstance(item, Undecodable):
+                item = RegistryItem(item.service_id, SERVICE_MARKER, status="managed")
+            out.append(item)
+        return sorted(out, key=lambda i: i.service_id)
 
     def is_managed(self, service_id: str) -> bool:
-        try:
-            RegistryItem.get(service_id, SERVICE_MARKER)
-        except RegistryItem.DoesNotExist:
-            return False
-        return True
+        return get_item(service_id, SERVICE_MARKER) is not None
 
     def enroll(
         self,
@@ -297,9 +495,9 @@ class Registry:
 
     def unenroll(self, service_id: str) -> bool:
         """Remove the service's enrollment item (its grants stay). False if it was not enrolled."""
-        try:
-            item = RegistryItem.get(service_id, SERVICE_MARKER)
-        except RegistryItem.DoesNotExist:
-            return False
-        item.delete()
-        return True
+        return self.remove(service_id, SERVICE_MARKER)
+
+
+def _condition_failed(exc: Exception) -> bool:
+    cause = getattr(exc, "cause_response_code", None)
+    return cause == "ConditionalCheckFailedException"

@@ -264,6 +264,23 @@ class Injector:
         self._register(f"response-received.{self.service}.{operation}", received, first=False)
         return codes
 
+    def before(self, operation: str, callback: Callable[[], None], *, times: int = 1) -> Fault:
+        """Run callback() right before the next `times` `operation` calls are sent: something
+        that happens exactly between a caller's earlier reads and this call (a registry edit
+        between converge's registry read and its Accept)."""
+        fault = Fault(operation, "before", times)
+        self.faults.append(fault)
+
+        def before_call(**_: Any) -> None:
+            with self._lock:
+                if fault.exhausted:
+                    return
+                fault.injected += 1
+            callback()
+
+        self._register(f"before-call.{self.service}.{operation}", before_call, first=False)
+        return fault
+
     def after(self, operation: str, callback: Callable[[Mapping[str, Any]], None]) -> None:
         """Run callback(parsed response) after each successful `operation` call."""
 
@@ -497,6 +514,8 @@ class Verdict:
 
 
 DECIDING_ACTIONS = {"accept", "reject", "escalate"}
+# Audit codes of a reject that takes access away (not a policy decision on a pending connection).
+REVOCATION_CODES = {"revoked", "grant-changed"}
 
 
 def check(
@@ -507,6 +526,7 @@ def check(
     *,
     approved_by_human: Iterable[str] = (),
     rejected_by_human: Iterable[str] = (),
+    revoked: Iterable[str] = (),
     default: DefaultDecision = DefaultDecision.ESCALATE,
     now: datetime | None = None,
 ) -> Verdict:
@@ -514,13 +534,31 @@ def check(
 
     `grants`: the consumer's live registry grants (by account); `audit`: (action, outcome) per
     endpoint; `open_escalations`: endpoint IDs with an open escalation. A connection counts as
-    rightly accepted only when the policy accepts its owner now, or a human approved it."""
+    rightly accepted only when the policy accepts its owner now, or a human approved it.
+    `revoked`: endpoints rejected because their grant was taken away (revocation, or an edit
+    between the decision and the Accept): rightly rejected when the policy no longer accepts."""
     now = now or datetime.now(UTC)
     humans_ok, humans_no = set(approved_by_human), set(rejected_by_human)
+    taken_away = set(revoked)
     open_ids = set(open_escalations)
     verdict = Verdict()
+    connections = list(connections)
+    # max_endpoints: a pending connection is judged against all live ones of its owner, a live
+    # one against those listed (created) before it, so an over-admission is a wrong accept.
+    live_total: Counter[tuple[str, str]] = Counter(
+        (str(r["ServiceId"]), str(r["VpcEndpointOwner"]))
+        for r in connections
+        if str(r["VpcEndpointState"]).lower() in ACCEPTED_STATES
+        and str(r["VpcEndpointId"]) not in humans_ok
+    )
+    live_before: Counter[tuple[str, str]] = Counter()
     for raw in connections:
         vpce, state = str(raw["VpcEndpointId"]), str(raw["VpcEndpointState"])
+        owner_key = (str(raw["ServiceId"]), str(raw["VpcEndpointOwner"]))
+        is_live = state.lower() in ACCEPTED_STATES and vpce not in humans_ok
+        count = live_before[owner_key] if is_live else live_total[owner_key]
+        if is_live:
+            live_before[owner_key] += 1
         conn = Connection(
             service_id=str(raw["ServiceId"]),
             vpc_endpoint_id=vpce,
@@ -530,11 +568,13 @@ def check(
         )
         verdict.connections += 1
         verdict.states[state] += 1
-        expected = decide(conn, grants.get(conn.owner, ()), 0, now, default).action
+        expected = decide(conn, grants.get(conn.owner, ()), count, now, default).action
         trail = audit.get(vpce, ())
         decided = [a for a, outcome in trail if a in DECIDING_ACTIONS and outcome != "failed"]
         if len([a for a in decided if a == "escalate"]) > 1 or (
-            len([a for a in decided if a in ("accept", "reject")]) > 1 and vpce not in humans_ok
+            len([a for a in decided if a in ("accept", "reject")]) > 1
+            and vpce not in humans_ok
+            and vpce not in taken_away  # accepted, then its grant taken away: two decisions
         ):
             verdict.duplicate_decisions.append(vpce)
         lowered = state.lower()
@@ -546,7 +586,8 @@ def check(
                 verdict.unaudited.append(vpce)
         elif lowered == "rejected":
             verdict.rejected += 1
-            if expected is not Action.REJECT and vpce not in humans_no:
+            rightly_revoked = vpce in taken_away and expected is not Action.ACCEPT
+            if expected is not Action.REJECT and vpce not in humans_no and not rightly_revoked:
                 verdict.wrong_rejects.append(vpce)
             if not any(a == "reject" for a, _ in trail) and vpce not in humans_no:
                 verdict.unaudited.append(vpce)
@@ -587,11 +628,14 @@ def check_deployment(
         for grant in found.values():
             grants[grant.consumer].append(grant)
     audit: dict[str, list[tuple[str, str | None]]] = defaultdict(list)
+    revoked: set[str] = set()
     for item in AuditItem.scan():
         outcome = item.outcome or ""
         audit[str(item.subject)].append(
             (str(item.action), "failed" if outcome.startswith("failed") else outcome)
         )
+        if item.action == "reject" and item.code in REVOCATION_CODES:
+            revoked.add(str(item.subject))
     open_ids = [
         str(i.vpc_endpoint_id) for i in EscalationItem.scan() if getattr(i, "state", "") == "open"
     ]
@@ -602,6 +646,7 @@ def check_deployment(
         open_ids,
         approved_by_human=approved_by_human,
         rejected_by_human=rejected_by_human,
+        revoked=revoked,
         default=default,
     )
 

@@ -196,7 +196,7 @@ def test_registry_read_error_accepts_nothing_and_retries(
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("DynamoDB is down")
 
-    monkeypatch.setattr(Registry, "lookup", broken)
+    monkeypatch.setattr(Registry, "read", broken)
     poller = deployment.poller()
     poller.poll_once()
     assert state(provider, vpce) == "pendingAcceptance"
@@ -345,8 +345,8 @@ class StaleThenRacing(Registry):
         super().__init__()
         self.race = race
 
-    def lookup(self, *args: Any, **kwargs: Any) -> Any:
-        found = super().lookup(*args, **kwargs)
+    def read(self, *args: Any, **kwargs: Any) -> Any:
+        found = super().read(*args, **kwargs)
         race, self.race = self.race, None
         if race is not None:
             race()

@@ -74,7 +74,7 @@ def test_handler_reports_failed_records_for_retry(
     def down(*args: object, **kwargs: object) -> None:
         raise ConnectionError("registry unavailable")
 
-    monkeypatch.setattr(Registry, "lookup", down)
+    monkeypatch.setattr(Registry, "read", down)
     result = notifications.handler(event, Context())
     ids = [r["messageId"] for r in event["Records"]]  # type: ignore[attr-defined]
     assert result == {"batchItemFailures": [{"itemIdentifier": i} for i in ids]}
@@ -90,7 +90,7 @@ def test_direct_sns_failure_raises_so_sns_retries(
     body = json.dumps(
         {"serviceId": service.service_id, "vpcEndpointId": vpce, "eventType": "Connect"}
     )
-    monkeypatch.setattr(Registry, "lookup", lambda *a, **k: (_ for _ in ()).throw(OSError()))
+    monkeypatch.setattr(Registry, "read", lambda *a, **k: (_ for _ in ()).throw(OSError()))
     with pytest.raises(RuntimeError, match="could not be converged"):
         notifications.handler(
             {"Records": [{"EventSource": "aws:sns", "Sns": {"MessageId": "m", "Message": body}}]},

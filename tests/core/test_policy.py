@@ -6,7 +6,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from vpce_approver.model import Action, Connection, DefaultDecision, Grant, GrantStatus, Reason
+from vpce_approver.model import (
+    Action,
+    Connection,
+    DefaultDecision,
+    Grant,
+    GrantStatus,
+    MalformedItem,
+    Reason,
+)
 from vpce_approver.policy import decide
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
@@ -25,6 +33,18 @@ def conn(
 
 def g(service: str = SVC, status: GrantStatus = GrantStatus.ALLOW, **kw: object) -> Grant:
     return Grant(service_id=service, consumer=kw.pop("consumer", ACCT), status=status, **kw)  # type: ignore[arg-type]
+
+
+def bad(
+    service: str = SVC,
+    status: GrantStatus | None = None,
+    expires_at: datetime | None = None,
+    consumer: str = ACCT,
+) -> MalformedItem:
+    """A malformed registry item (e.g. max_endpoints stored as a string)."""
+    return MalformedItem(
+        service, consumer, "max_endpoints", "'lots' must be a number", status, expires_at
+    )
 
 
 ALLOW, DENY, SUSP = GrantStatus.ALLOW, GrantStatus.DENY, GrantStatus.SUSPENDED
@@ -223,6 +243,135 @@ CASES = [
         Action.NONE,
         Reason.NOT_PENDING,
     ),
+    # Bad data only makes a decision stricter: a malformed item never allows, never turns a
+    # live deny into an escalation (which a Slack click could approve), and a malformed item
+    # that reads as a live deny rejects.
+    (
+        "malformed-specific",
+        conn(),
+        [bad()],
+        0,
+        DefaultDecision.ESCALATE,
+        Action.ESCALATE,
+        Reason.MALFORMED_GRANT,
+    ),
+    (
+        "malformed-wildcard",
+        conn(),
+        [bad("*")],
+        0,
+        DefaultDecision.ESCALATE,
+        Action.ESCALATE,
+        Reason.MALFORMED_GRANT,
+    ),
+    (
+        "malformed-specific-beats-wildcard-allow",
+        conn(),
+        [bad(), g("*")],
+        0,
+        DefaultDecision.ESCALATE,
+        Action.ESCALATE,
+        Reason.MALFORMED_GRANT,
+    ),
+    (
+        "malformed-wildcard-beats-specific-allow",
+        conn(),
+        [g(), bad("*")],
+        0,
+        DefaultDecision.ESCALATE,
+        Action.ESCALATE,
+        Reason.MALFORMED_GRANT,
+    ),
+    (
+        "malformed-never-takes-the-default-reject-away",
+        conn(),
+        [bad()],
+        0,
+        DefaultDecision.REJECT,
+        Action.ESCALATE,
+        Reason.MALFORMED_GRANT,
+    ),
+    (
+        "wildcard-deny-beats-malformed-specific",
+        conn(),
+        [bad(), g("*", DENY)],
+        0,
+        DefaultDecision.ESCALATE,
+        Action.REJECT,
+        Reason.DENIED,
+    ),
+    (
+        "specific-deny-beats-malformed-wildcard",
+        conn(),
+        [g(status=DENY), bad("*")],
+        0,
+        DefaultDecision.ESCALATE,
+        Action.REJECT,
+        Reason.DENIED,
+    ),
+    (
+        "malformed-that-reads-as-deny-rejects",
+        conn(),
+        [bad(status=DENY), g("*")],
+        0,
+        DefaultDecision.ESCALATE,
+        Action.REJECT,
+        Reason.DENIED,
+    ),
+    (
+        "malformed-wildcard-that-reads-as-deny-rejects",
+        conn(),
+        [g(), bad("*", DENY)],
+        0,
+        DefaultDecision.ESCALATE,
+        Action.REJECT,
+        Reason.DENIED,
+    ),
+    (
+        "malformed-expired-deny-escalates",
+        conn(),
+        [bad(status=DENY, expires_at=PAST), g("*")],
+        0,
+        DefaultDecision.ESCALATE,
+        Action.ESCALATE,
+        Reason.MALFORMED_GRANT,
+    ),
+    (
+        "malformed-that-reads-as-allow-escalates",
+        conn(),
+        [bad(status=ALLOW)],
+        0,
+        DefaultDecision.ESCALATE,
+        Action.ESCALATE,
+        Reason.MALFORMED_GRANT,
+    ),
+    (
+        "malformed-of-other-service-ignored",
+        conn(),
+        [bad(OTHER_SVC), g()],
+        0,
+        DefaultDecision.ESCALATE,
+        Action.ACCEPT,
+        Reason.ALLOWED,
+    ),
+    (
+        "malformed-of-other-consumer-ignored",
+        conn(),
+        [bad(consumer="222222222222"), g()],
+        0,
+        DefaultDecision.ESCALATE,
+        Action.ACCEPT,
+        Reason.ALLOWED,
+    ),
+    (
+        "malformed-settled-connection-no-decision",
+        conn("available"),
+        [bad()],
+        0,
+        DefaultDecision.ESCALATE,
+        Action.NONE,
+        Reason.NOT_PENDING,
+    ),
     (
         "state-case-insensitive",
         conn("PendingAcceptance"),
@@ -264,3 +413,10 @@ def test_reason_names_the_deciding_grant_and_limit() -> None:
 def test_policy_is_pure_same_input_same_output() -> None:
     grants = [g(), g("*", SUSP)]
     assert decide(conn(), grants, 0, NOW) == decide(conn(), grants, 0, NOW)
+
+
+def test_malformed_reason_names_the_key_and_field() -> None:
+    decision = decide(conn(), [bad("*")], 0, NOW)
+    assert f"*/{ACCT}" in decision.reason
+    assert "max_endpoints" in decision.reason
+    assert decision.grant is None  # a malformed item is never the grant that decided

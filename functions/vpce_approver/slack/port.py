@@ -29,6 +29,7 @@ from pynamodb.exceptions import UpdateError
 from ..audit import stamp
 from ..config import Settings
 from ..escalations import OPEN, Escalations
+from ..registry import get_item
 from ..tables import SERVICE_MARKER, EscalationItem, RegistryItem
 from .client import ClientConfig, Posted, SecretSource, SlackApi, SlackError, ambiguous
 from .messages import Message, escalation_metadata, message_for, names_endpoint, parse_stamp
@@ -102,11 +103,9 @@ class SlackPort:
     # ------------------------------------------------------------------ rendering
     def service_name(self, service_id: str) -> str | None:
         if service_id not in self._names:
-            try:
-                item = RegistryItem.get(service_id, SERVICE_MARKER)
-                self._names[service_id] = item.name
-            except RegistryItem.DoesNotExist:
-                self._names[service_id] = None
+            # Tolerant read: a damaged enrollment item costs the message its friendly name only.
+            item = get_item(service_id, SERVICE_MARKER, consistent_read=False)
+            self._names[service_id] = item.name if isinstance(item, RegistryItem) else None
         return self._names[service_id]
 
     def render(self, item: EscalationItem) -> Message:

@@ -27,8 +27,9 @@ from ..audit import AuditRecord, stamp
 from ..converge import Deps, outcome_for_state
 from ..escalations import OPEN, SETTLED
 from ..model import Action, Connection, Grant, GrantStatus
-from ..registry import RegistryError
+from ..policy import restrictions
 from ..tables import EscalationItem
+from . import registry_check
 from .approvers import Approvers
 from .click_checks import message_binding, recheck
 from .client import SlackError
@@ -118,6 +119,11 @@ class Worker:
                 self._ephemeral(job, f"Already settled: {outcome_line(settled)}. Nothing was done.")
             return "already-settled"
 
+        refusal = registry_check.check(self.deps, conn, job.action)
+        if refusal is not None:  # the registry's word, read now: a live deny, a restriction
+            self._release(item.vpc_endpoint_id, claim)
+            return self._refuse(job, refusal.code, refusal.message)
+
         action = Action.REJECT if job.action == REJECT else Action.ACCEPT
         verb = "rejected" if action is Action.REJECT else "approved"
         requested = self._audit(
@@ -143,24 +149,73 @@ class Worker:
             return f"failed:{failure.code}"
 
         outcome = "rejected" if action is Action.REJECT else "approved"
-        if job.action == APPROVE_REGISTER and self._register(item, job):
+        by = f"slack:{job.user}"
+        if action is Action.ACCEPT and self._denied_meanwhile(item, conn, job):
+            outcome, by = "rejected", "policy"  # a deny written between the check and the Accept
+        elif job.action == APPROVE_REGISTER and self._register(item, job):
             outcome = "approved-registered"
-        self._settle(item.vpc_endpoint_id, claim, outcome, by=f"slack:{job.user}")
+        self._settle(item.vpc_endpoint_id, claim, outcome, by=by)
         if not self.port.show(item.vpc_endpoint_id):
             # The decision is made and recorded; a retry of this job only repaints the message.
             raise SlackError("chat.update", "outcome not shown")
         return outcome
 
+    def _denied_meanwhile(self, item: EscalationItem, conn: Connection, job: Job) -> bool:
+        """Read the registry again right after the Accept (as converge does): a deny written
+        since the check before it is never left accepted; the connection is rejected at once."""
+        refusal = registry_check.check(self.deps, conn, APPROVE)
+        if refusal is None or refusal.code != "denied":
+            return False
+        reason = f"a deny was written while the approval was acted on: {refusal.message}"
+        record = AuditRecord(
+            subject=item.vpc_endpoint_id,
+            action="reject",
+            actor="policy",
+            at=self.deps.clock(),
+            code="grant-changed",
+            reason=reason,
+            trigger=TRIGGER,
+            outcome="requested",
+            service_id=item.service_id,
+            vpc_endpoint_id=item.vpc_endpoint_id,
+            consumer=item.consumer,
+            region=item.region,
+        )
+        self.deps.audit.write([record])
+        result = self.deps.ec2.reject(item.service_id, [item.vpc_endpoint_id])
+        failed = {f.vpc_endpoint_id: f.code for f in result.failed}
+        self.deps.audit.settle([record], result.succeeded, failed)  # -> done | failed:<code>
+        if result.failed:  # the sweep's drift check reports it (and revokes when asked to)
+            log.error("rejecting %s after a late deny failed: %s", conn.vpc_endpoint_id, result)
+        self._ephemeral(
+            job,
+            f"Approved, but account {item.consumer} was denied in the registry meanwhile: the"
+            " connection was rejected at once.",
+        )
+        return not result.failed
+
     def _register(self, item: EscalationItem, job: Job) -> bool:
         """Approve & register: an allow grant for (service, consumer), keeping the owner, note
-        and principals of any grant already there. Written after the Accept, so the registry
-        stream's converge finds nothing left to race for."""
+        and principals of an unrestricted allow grant already there. Written after the Accept,
+        so the registry stream's converge finds nothing left to race for. A restriction that
+        appeared since the check before the Accept is never lifted: the grant is not written."""
         now = self.deps.clock()
         registry = self.deps.registry
-        try:
-            existing = registry.get(item.service_id, item.consumer)
-        except RegistryError:
-            existing = None  # a malformed item is replaced by a clean grant
+        items = registry_check.entries(self.deps, item.service_id, item.consumer)
+        lifted = restrictions(item.service_id, item.consumer, items, now)
+        if lifted:
+            log.warning(
+                "approve & register of %s: not registered: %s", item.vpc_endpoint_id, lifted
+            )
+            self._ephemeral(
+                job,
+                "Approved this connection; the grant was not registered, it would lift: "
+                + "; ".join(lifted),
+            )
+            return False
+        existing = next(
+            (g for g in items if isinstance(g, Grant) and g.service_id == item.service_id), None
+        )
         principals = (existing.principals if existing else ()) or (
             f"arn:aws:iam::{item.consumer}:root",
         )

@@ -23,7 +23,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from vpce_approver.model import Grant, GrantStatus
-from vpce_approver.registry import RegistryError, grant_from_item, iso, item_from_grant
+from vpce_approver.registry import (
+    RegistryError,
+    Undecodable,
+    get_item,
+    grant_from_item,
+    iso,
+    item_from_grant,
+    scan_items,
+)
 from vpce_approver.tables import SERVICE_MARKER, RegistryItem
 from vpce_tools import grantfile
 from vpce_tools.cli import UsageError
@@ -172,15 +180,17 @@ def destructive(plan: Plan, *, revoke_default: bool, now: datetime) -> list[str]
 def read_live(allow_wildcard_principal: bool) -> dict[Key, Live]:
     """Every grant item of the registry (consistent reads), malformed ones included."""
     live: dict[Key, Live] = {}
-    for item in RegistryItem.scan(consistent_read=True):
+    for item in scan_items():  # tolerant: a wrongly typed item is reported, never a traceback
         if item.consumer == SERVICE_MARKER:
             continue
         live[(item.service_id, item.consumer)] = _live(item, allow_wildcard_principal)
     return live
 
 
-def _live(item: RegistryItem, allow_wildcard_principal: bool) -> Live:
+def _live(item: RegistryItem | Undecodable, allow_wildcard_principal: bool) -> Live:
     key = (item.service_id, item.consumer)
+    if isinstance(item, Undecodable):  # never matches a condition: apply refuses to touch it
+        return Live(key, None, snapshot(item), item.malformed().message)
     try:
         grant = grant_from_item(item, allow_wildcard_principal=allow_wildcard_principal)
     except RegistryError as exc:
@@ -188,11 +198,8 @@ def _live(item: RegistryItem, allow_wildcard_principal: bool) -> Live:
     return Live(key, grant, snapshot(item), raw=dict(item.attribute_values))
 
 
-def _reread(key: Key) -> RegistryItem | None:
-    try:
-        return RegistryItem.get(*key, consistent_read=True)
-    except RegistryItem.DoesNotExist:
-        return None
+def _reread(key: Key) -> RegistryItem | Undecodable | None:
+    return get_item(*key, consistent_read=True)
 
 
 def load_file(args: argparse.Namespace, settings: Any) -> list[tuple[int, Grant]]:

@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from vpce_approver import validation as v
-from vpce_approver.model import Grant, GrantStatus
-from vpce_approver.registry import RegistryError, grant_from_item, iso
-from vpce_approver.tables import SERVICE_MARKER, RegistryItem
+from vpce_approver.model import Grant, GrantStatus, MalformedItem
+from vpce_approver.registry import Registry, StoredItem, Undecodable, get_item, iso
 from vpce_tools import grantfile
 from vpce_tools.cli import UsageError
 
@@ -158,11 +157,16 @@ def _key(args: argparse.Namespace) -> tuple[str, str]:
         raise UsageError(str(exc)) from None
 
 
-def _get(service_id: str, consumer: str) -> RegistryItem | None:
-    try:
-        return RegistryItem.get(service_id, consumer, consistent_read=True)
-    except RegistryItem.DoesNotExist:
-        return None
+def _get(service_id: str, consumer: str) -> StoredItem | None:
+    """The stored item at a key, however malformed (registry.get_item never fails on types)."""
+    return get_item(service_id, consumer, consistent_read=True)
+
+
+REPAIR = "repair it with `registry add --replace` (or `registry remove`)"
+
+
+def _warn(bad: MalformedItem) -> None:
+    print(f"warning: skipped {bad.message}; {REPAIR}", file=sys.stderr)
 
 
 def _describe(grant: Grant) -> dict[str, Any]:
@@ -225,13 +229,11 @@ def run_suspend(args: argparse.Namespace) -> int:
     service_id, consumer = _key(args)
     settings = s.settings(args)
     deps = s.deps(args)
-    item = _get(service_id, consumer)
-    if item is None:
+    grant = deps.registry.find(service_id, consumer)
+    if grant is None:
         raise UsageError(f"no grant for {service_id}/{consumer}")
-    try:
-        grant = grant_from_item(item, allow_wildcard_principal=settings.allow_wildcard_principal)
-    except RegistryError as exc:
-        raise UsageError(f"{exc}; fix it with registry add --replace") from None
+    if isinstance(grant, MalformedItem):
+        raise UsageError(f"{grant.message}; {REPAIR}")
     now = datetime.now(UTC)
     revoke = grant.revoke if args.revoke is None else args.revoke
     changed = replace(
@@ -264,21 +266,18 @@ def run_suspend(args: argparse.Namespace) -> int:
 def run_remove(args: argparse.Namespace) -> int:
     service_id, consumer = _key(args)
     settings = s.settings(args)
-    s.deps(args)  # binds the tables
-    item = _get(service_id, consumer)
-    if item is None:
+    deps = s.deps(args)
+    found = deps.registry.find(service_id, consumer)  # tolerant: a malformed item too
+    if found is None:
         raise UsageError(f"no grant for {service_id}/{consumer}")
-    s.confirm(args, f"remove the grant {service_id}/{consumer} ({item.status})")
-    # Stamp who removes it first, so the stream's REMOVE record (whose old image is this item)
-    # names them in the audit trail; delete only what we stamped.
-    stamp = iso(datetime.now(UTC))
-    item.update(
-        actions=[
-            RegistryItem.updated_by.set(s.actor(args, settings)),
-            RegistryItem.updated_at.set(stamp),
-        ]
-    )
-    item.delete(condition=RegistryItem.updated_at == stamp)
+    status = found.status.value if found.status is not None else "malformed"
+    if isinstance(found, MalformedItem):
+        status = f"malformed: {found.field}"
+    s.confirm(args, f"remove the grant {service_id}/{consumer} ({status})")
+    # Stamped with who removes it first, so the stream's REMOVE record names them in the audit
+    # trail; works on a malformed item too (the documented repair).
+    if not deps.registry.remove(service_id, consumer, by=s.actor(args, settings)):
+        raise UsageError(f"no grant for {service_id}/{consumer}")
     print(f"removed {service_id}/{consumer}")
     return 0
 
@@ -287,29 +286,12 @@ def run_remove(args: argparse.Namespace) -> int:
 
 
 def _grants(
-    deps_registry: Any, *, service: str | None, consumer: str | None
-) -> tuple[list[Grant], list[str]]:
-    if consumer is not None:
-        items: Any = RegistryItem.by_consumer.query(consumer)
-    elif service is not None:
-        items = RegistryItem.query(service)
-    else:
-        items = deps_registry.all_items()
-    grants, bad = [], []
-    for item in items:
-        if item.consumer == SERVICE_MARKER:
-            continue
-        if service is not None and item.service_id != service:
-            continue
-        try:
-            grants.append(
-                grant_from_item(
-                    item, allow_wildcard_principal=deps_registry.allow_wildcard_principal
-                )
-            )
-        except RegistryError as exc:
-            bad.append(str(exc))
-    return sorted(grants, key=lambda g: g.key), bad
+    registry: Registry, *, service: str | None, consumer: str | None
+) -> tuple[list[Grant], list[MalformedItem]]:
+    """The grants, and the malformed items (reported and skipped by every reader)."""
+    entries = registry.entries(service=service, consumer=consumer)
+    grants = [e for e in entries if isinstance(e, Grant)]
+    return grants, [e for e in entries if isinstance(e, MalformedItem)]
 
 
 @s.aws_errors
@@ -325,8 +307,8 @@ def run_list(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     deps = s.deps(args)
     grants, bad = _grants(deps.registry, service=service, consumer=consumer)
-    for error in bad:
-        print(f"warning: {error}", file=sys.stderr)
+    for item in bad:
+        _warn(item)
     if args.format == "csv":
         sys.stdout.write(grantfile.dump(grants, "csv"))
     elif args.format in {"json", "yaml"}:
@@ -380,14 +362,16 @@ def run_show(args: argparse.Namespace) -> int:
     item = _get(service_id, consumer)
     if item is None:
         raise UsageError(f"no grant for {service_id}/{consumer}")
-    try:
-        data = _describe(
-            grant_from_item(item, allow_wildcard_principal=settings.allow_wildcard_principal)
-        )
-    except RegistryError as exc:
+    entry = Registry(allow_wildcard_principal=settings.allow_wildcard_principal).entry(item)
+    if isinstance(entry, Grant):
+        data = _describe(entry)
+    else:
+        stored = item.raw if isinstance(item, Undecodable) else item.attribute_values
         data = {
-            "malformed": str(exc),
-            "stored": {k: str(x) for k, x in item.attribute_values.items()},
+            "malformed": entry.message,
+            "field": entry.field,
+            "repair": REPAIR,
+            "stored": {k: str(x) for k, x in (stored or {}).items()},
         }
     s.emit(data, args.format)
     return 0
@@ -461,15 +445,9 @@ def run_import(args: argparse.Namespace) -> int:
     total = len(grants)
     for done, (_, grant) in enumerate(grants, start=1):
         existing = _get(*grant.key)
-        old: Grant | None = None
-        if existing is not None:
-            try:
-                old = grant_from_item(
-                    existing, allow_wildcard_principal=settings.allow_wildcard_principal
-                )
-            except RegistryError:
-                old = None  # a malformed item is replaced
-        if old is not None and grantfile.same_grant(old, grant):
+        old = deps.registry.entry(existing) if existing is not None else None
+        # a malformed item is replaced (the file is the repair)
+        if isinstance(old, Grant) and grantfile.same_grant(old, grant):
             counts["unchanged"] += 1
         else:
             deps.registry.put(grant, by=by, now=datetime.now(UTC))
@@ -489,8 +467,8 @@ def run_export(args: argparse.Namespace) -> int:
     grants, bad = _grants(deps.registry, service=None, consumer=None)
     now = datetime.now(UTC)
     live = [g for g in grants if not g.expired(now)]
-    for error in bad:
-        print(f"warning: skipped {error}", file=sys.stderr)
+    for item in bad:
+        _warn(item)
     if len(live) != len(grants):
         print(f"warning: skipped {len(grants) - len(live)} expired grant(s)", file=sys.stderr)
     text = grantfile.dump(live, args.format)
