@@ -39,7 +39,7 @@ from pynamodb.models import Model
 
 from .model import Connection, Grant, MalformedItem
 from .policy import matching_grants
-from .tables import EscalationItem
+from .tables import bound_like
 
 log = logging.getLogger("vpce_approver.limits")
 
@@ -66,13 +66,7 @@ class LeaseItem(Model):
 
 
 def _model() -> type[LeaseItem]:
-    src, dst = EscalationItem.Meta, LeaseItem.Meta
-    for name in ("table_name", "region", "host"):
-        value = getattr(src, name, None)
-        if getattr(dst, name, None) != value:
-            setattr(dst, name, value)
-            LeaseItem._connection = None
-    return LeaseItem
+    return bound_like(LeaseItem)
 
 
 def limited_consumers(

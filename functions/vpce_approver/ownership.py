@@ -26,7 +26,7 @@ from pynamodb.attributes import UnicodeAttribute
 from pynamodb.models import Model
 
 from .audit import stamp
-from .tables import EscalationItem
+from .tables import bound_like
 
 KEY_PREFIX = "#principal#"
 BATCH_GET_MAX = 100
@@ -51,14 +51,7 @@ class OwnedPrincipalItem(Model):
 
 
 def _model() -> type[OwnedPrincipalItem]:
-    """Bound to whatever table EscalationItem is bound to (tables.bind)."""
-    src, dst = EscalationItem.Meta, OwnedPrincipalItem.Meta
-    for name in ("table_name", "region", "host"):
-        value = getattr(src, name, None)
-        if getattr(dst, name, None) != value:
-            setattr(dst, name, value)
-            OwnedPrincipalItem._connection = None
-    return OwnedPrincipalItem
+    return bound_like(OwnedPrincipalItem)
 
 
 def owned(service_id: str, principals: Iterable[str]) -> set[str]:

@@ -172,3 +172,16 @@ def bind(
             meta.region = region
             setattr(meta, "host", host)  # noqa: B010 - not declared on every Meta
             model._connection = None  # pynamodb caches its connection per model class
+
+
+def bound_like[M: Model](model: type[M], source: type[Model] | None = None) -> type[M]:
+    """`model` pointed at whatever table `source` (default: EscalationItem) is bound to now, for
+    the bookkeeping items kept beside the escalations (sweep cursor and lease, limit leases,
+    principal ownership). Rebinding drops the model's cached connection."""
+    src, dst = (source or EscalationItem).Meta, model.Meta
+    for name in ("table_name", "region", "host"):
+        value = getattr(src, name, None)
+        if getattr(dst, name, None) != value:
+            setattr(dst, name, value)
+            model._connection = None
+    return model

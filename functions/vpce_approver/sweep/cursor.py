@@ -16,7 +16,7 @@ from pynamodb.attributes import UnicodeAttribute
 from pynamodb.models import Model
 
 from ..audit import stamp
-from ..tables import EscalationItem, RegistryItem
+from ..tables import RegistryItem, bound_like
 from .report import Cursor
 
 CURSOR_KEY = "#sweep-cursor"
@@ -50,13 +50,7 @@ class CursorStore:
     """Load/save/clear the cursor, bound to whatever table EscalationItem is bound to."""
 
     def _model(self) -> type[CursorItem]:
-        src, dst = EscalationItem.Meta, CursorItem.Meta
-        for name in ("table_name", "region", "host"):
-            value = getattr(src, name, None)
-            if getattr(dst, name, None) != value:
-                setattr(dst, name, value)
-                CursorItem._connection = None
-        return CursorItem
+        return bound_like(CursorItem)
 
     def load(self) -> Cursor | None:
         try:

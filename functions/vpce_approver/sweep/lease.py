@@ -24,7 +24,7 @@ from pynamodb.exceptions import DeleteError, PutError
 from pynamodb.models import Model
 
 from ..audit import stamp
-from ..tables import EscalationItem
+from ..tables import bound_like
 
 LEASE_KEY = "#sweep-lease"
 MARGIN = timedelta(seconds=15)  # clock skew between containers, and the handler's own epilogue
@@ -66,13 +66,7 @@ class SweepLease:
         self.owner = owner or uuid.uuid4().hex
 
     def _model(self) -> type[LeaseItem]:
-        src, dst = EscalationItem.Meta, LeaseItem.Meta
-        for name in ("table_name", "region", "host"):
-            value = getattr(src, name, None)
-            if getattr(dst, name, None) != value:
-                setattr(dst, name, value)
-                LeaseItem._connection = None
-        return LeaseItem
+        return bound_like(LeaseItem)
 
     def acquire(self, now: datetime, duration: timedelta) -> LeaseHeld | None:
         """Take the lease until now + duration + MARGIN. None when taken; LeaseHeld when another
