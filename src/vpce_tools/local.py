@@ -187,6 +187,10 @@ def banner(local: LocalService, out: TextIO) -> None:
     print("\n".join(lines), file=out, flush=True)
 
 
+STOP_TIMEOUT = 10.0
+"""Seconds Ctrl-C waits for the servers and the poller to stop before the process exits anyway."""
+
+
 def serve(
     port: int,
     out: TextIO,
@@ -212,5 +216,11 @@ def serve(
         except KeyboardInterrupt:
             print("\nstopping", file=out)
         finally:
-            local.stop()
+            # Bounded: a server thread stuck in a request must never keep Ctrl-C from ending
+            # the process (every thread here is a daemon, so returning ends it).
+            stopper = threading.Thread(target=local.stop, name="vpce-approver-stop", daemon=True)
+            stopper.start()
+            stopper.join(STOP_TIMEOUT)
+            if stopper.is_alive():
+                print(f"stopping took over {STOP_TIMEOUT:g} s: exiting anyway", file=out)
     return 0
