@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -139,6 +140,7 @@ def test_cli_local_prints_where_it_listens_and_stops_on_ctrl_c() -> None:
         text=True,
         env=env,
     )
+    output: list[str] = []
     try:
         assert proc.stdout is not None
         first = proc.stdout.readline()
@@ -146,8 +148,14 @@ def test_cli_local_prints_where_it_listens_and_stops_on_ctrl_c() -> None:
         for line in proc.stdout:
             if "Ctrl-C stops." in line:
                 break
+        # Keep reading: a child whose output pipe fills up blocks on its next print (Ctrl-C's
+        # "stopping" included) and would look like a process that ignores Ctrl-C.
+        reader = threading.Thread(target=lambda: output.extend(proc.stdout or ()), daemon=True)
+        reader.start()
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 0
+        assert proc.wait(timeout=30) == 0, "".join(output)[-4000:]
+        reader.join(timeout=5)
+        assert "stopping" in "".join(output)
     finally:
         if proc.poll() is None:
             proc.kill()
