@@ -54,6 +54,12 @@ class Settings:
     slack_origin_verify: str | None = None  # the WAF front's origin header value (inbound.py)
     deployment_name: str | None = None  # the stack: the managed tag's value IAM requires
     notification_topic_arn: str | None = None  # the deployment's SNS topic (the sweep's ensure)
+    # OU/organization grants (docs/ORGANIZATIONS.md): read AWS Organizations at all; through
+    # this role (management or delegated-administrator account; None: the deployment's own
+    # credentials); trust a read membership for at most this many seconds.
+    organization_grants: bool = False
+    organizations_role_arn: str | None = None
+    membership_max_age: int = 300
 
     @classmethod
     def from_env(
@@ -83,6 +89,14 @@ class Settings:
             raise ConfigError(
                 f"IDS_PER_CALL={env.get('IDS_PER_CALL')!r} is not an integer"
             ) from None
+        try:
+            max_age = int(env.get("MEMBERSHIP_MAX_AGE", "300"))
+        except ValueError:
+            raise ConfigError(
+                f"MEMBERSHIP_MAX_AGE={env.get('MEMBERSHIP_MAX_AGE')!r} is not an integer"
+            ) from None
+        if not 0 <= max_age <= 3600:
+            raise ConfigError(f"MEMBERSHIP_MAX_AGE={max_age} must be 0..3600 seconds")
         if not 1 <= ids_per_call <= 1000:
             raise ConfigError(f"IDS_PER_CALL={ids_per_call} must be 1..1000")
         return cls(
@@ -107,4 +121,7 @@ class Settings:
             slack_origin_verify=env.get("SLACK_ORIGIN_VERIFY") or None,
             deployment_name=env.get("DEPLOYMENT_NAME") or stack or None,
             notification_topic_arn=env.get("NOTIFICATION_TOPIC_ARN") or None,
+            organization_grants=_bool(env, "ORGANIZATION_GRANTS", False),
+            organizations_role_arn=env.get("ORGANIZATIONS_ROLE_ARN") or None,
+            membership_max_age=max_age,
         )

@@ -1,17 +1,28 @@
 """The decision policy: pure, no I/O.
 
-    decide(connection, grants, accepted_count, now, default) -> Decision
+    decide(connection, grants, accepted_count, now, default, membership) -> Decision
 
-Rules, in order (README "Decision rules"):
+A grant names one account, an AWS Organizations OU (nested OUs included) or the whole
+organization (model.Scope), for one service or `*`. `membership` says where the connection's
+owner sits in the organization (model.Membership, as the deployment last read it).
+
+Rules, in order (README "Decision rules", docs/ORGANIZATIONS.md):
 1. A connection that is not pendingAcceptance gets no decision (already settled).
-2. A live deny grant, service-specific or `*`, rejects: deny wins over any allow, and over a
-   malformed item of the same consumer. A malformed item that reads as a live deny rejects too.
-3. Any other malformed item (the service's or `*`) escalates: bad data never allows, and never
-   turns a deny into an escalation.
-4. Otherwise the most specific grant decides: the service's own grant, else the `*` grant.
+2. A live deny that applies, at any level (the account's, any OU on its path, the organization;
+   the service's or `*`), rejects: deny wins over any allow and over a malformed item. A
+   malformed item that applies and reads as a live deny rejects too.
+3. When the owner's membership could not be read (or was not read), OU/organization items cannot
+   be placed: one that is (or may be) a deny, or is malformed, escalates (membership-unknown);
+   only the account's own grant can still decide, and no OU/organization grant ever allows.
+4. Any other malformed item that applies escalates: bad data never allows, and never turns a
+   deny into an escalation.
+5. Otherwise the most specific grant decides: the account's own, then the nearest OU on its path
+   (child before parent), then the organization; within each level the service's own grant
+   before the `*` grant. Accounts outside the organization never match an OU/organization grant.
    - suspended -> escalate; expired -> escalate; consumer region not allowed -> escalate;
-     at or over `max_endpoints` -> escalate; else accept.
-5. No grant: the deployment default (escalate, reject, or ignore = no decision).
+     at or over `max_endpoints` (per account) -> escalate; else accept.
+6. No grant: the deployment default (escalate, reject, or ignore = no decision), except that an
+   OU/organization grant that may apply but cannot be placed escalates (membership-unknown).
 """
 
 from __future__ import annotations
@@ -28,10 +39,14 @@ from .model import (
     Grant,
     GrantStatus,
     MalformedItem,
+    Membership,
     Reason,
+    Scope,
+    scope_of,
 )
 
 Entry = Grant | MalformedItem
+Rank = tuple[int, int]  # (level: 0 account, 1 parent OU, ..., organization; 0 service, 1 `*`)
 
 
 def _applies(entry: Entry, connection: Connection) -> bool:
@@ -41,11 +56,55 @@ def _applies(entry: Entry, connection: Connection) -> bool:
     )
 
 
+def _for_service(entry: Entry, connection: Connection) -> bool:
+    return entry.service_id in (connection.service_id, WILDCARD_SERVICE)
+
+
+def _org_scoped(entry: Entry) -> bool:
+    return scope_of(entry.consumer) is not Scope.ACCOUNT
+
+
+def _rank(entry: Entry, connection: Connection, membership: Membership | None) -> Rank | None:
+    """Where the entry stands for this connection (lower decides first), None if it does not
+    apply. OU/organization entries need a known membership (see _unplaced)."""
+    if not _for_service(entry, connection):
+        return None
+    wildcard = int(entry.service_id == WILDCARD_SERVICE)
+    if entry.consumer == connection.owner:
+        return (0, wildcard)
+    if not _org_scoped(entry) or membership is None or membership.account != connection.owner:
+        return None
+    level = membership.level(entry.consumer)
+    return None if level is None else (level, wildcard)
+
+
+def _placed(
+    connection: Connection, entries: Iterable[Entry], membership: Membership | None
+) -> list[tuple[Rank, Entry]]:
+    ranked = []
+    for entry in entries:
+        rank = _rank(entry, connection, membership)
+        if rank is not None:
+            ranked.append((rank, entry))
+    ranked.sort(key=lambda pair: pair[0])
+    return ranked
+
+
+def _unplaced(
+    connection: Connection, entries: Iterable[Entry], membership: Membership | None
+) -> list[Entry]:
+    """OU/organization entries for the service that may apply but cannot be placed, because
+    the owner's membership is unknown (or was not read)."""
+    if membership is not None and membership.known and membership.account == connection.owner:
+        return []
+    return [e for e in entries if _org_scoped(e) and _for_service(e, connection)]
+
+
 def matching_grants(
     connection: Connection, grants: Iterable[Entry]
 ) -> tuple[Grant | None, Grant | None]:
-    """(service-specific grant, `*` grant) for this connection's consumer (malformed items are
-    not grants: see matching_malformed)."""
+    """(service-specific grant, `*` grant) of the connection's own account (malformed items are
+    not grants: see matching_malformed). OU/organization grants: deciding_grant()."""
     specific = wildcard = None
     for grant in grants:
         if not isinstance(grant, Grant) or not _applies(grant, connection):
@@ -58,9 +117,32 @@ def matching_grants(
 
 
 def matching_malformed(connection: Connection, entries: Iterable[Entry]) -> list[MalformedItem]:
-    """The malformed items (the service's, then `*`) of this connection's consumer."""
+    """The malformed items (the service's, then `*`) of this connection's own account."""
     found = [e for e in entries if isinstance(e, MalformedItem) and _applies(e, connection)]
     return sorted(found, key=lambda e: e.service_id == WILDCARD_SERVICE)
+
+
+def deciding_grant(
+    connection: Connection, entries: Iterable[Entry], membership: Membership | None = None
+) -> Grant | None:
+    """The most specific grant that applies (deny, malformed items and expiry aside): the one
+    whose limits count (limits.py) and that explain names."""
+    for _, entry in _placed(connection, entries, membership):
+        if isinstance(entry, Grant):
+            return entry
+    return None
+
+
+def via(grant: Grant | None, membership: Membership | None) -> str | None:
+    """For an OU/organization grant: the account's path that matched."""
+    if grant is None or grant.scope is Scope.ACCOUNT or membership is None:
+        return None
+    return membership.describe()
+
+
+def _label(grant: Grant, membership: Membership | None) -> str:
+    path = via(grant, membership)
+    return f"{grant.label} (path {path})" if path else grant.label
 
 
 def decide(
@@ -69,10 +151,13 @@ def decide(
     accepted_count: int,
     now: datetime,
     default: DefaultDecision = DefaultDecision.ESCALATE,
+    membership: Membership | None = None,
 ) -> Decision:
-    """Decide one connection. `grants` = the registry entries (grants, and malformed items) of
-    its consumer; `accepted_count` = the consumer's live (pending/available) connections on this
-    service, not counting this one."""
+    """Decide one connection. `grants` = the registry entries (grants, and malformed items) that
+    can apply to its consumer (its own, its OUs', its organization's); `accepted_count` = the
+    consumer's live (pending/available) connections on this service, not counting this one;
+    `membership` = where the consumer sits in the organization (None: not read, so no
+    OU/organization entry can be placed)."""
     who = f"account {connection.owner}"
     if not connection.pending_acceptance:
         return Decision(
@@ -80,13 +165,17 @@ def decide(
         )
 
     entries = list(grants)
-    specific, wildcard = matching_grants(connection, entries)
-    for grant in (specific, wildcard):
-        if grant is not None and grant.status is GrantStatus.DENY and not grant.expired(now):
+    placed = _placed(connection, entries, membership)
+    for _, entry in placed:
+        if isinstance(entry, Grant) and entry.status is GrantStatus.DENY and not entry.expired(now):
             return Decision(
-                Action.REJECT, Reason.DENIED, f"{who} is denied by grant {grant.label}", grant
+                Action.REJECT,
+                Reason.DENIED,
+                f"{who} is denied by grant {_label(entry, membership)}",
+                entry,
+                via(entry, membership),
             )
-    malformed = matching_malformed(connection, entries)
+    malformed = [e for _, e in placed if isinstance(e, MalformedItem)]
     for item in malformed:
         if item.reads_as_live_deny(now):
             return Decision(
@@ -95,6 +184,25 @@ def decide(
                 f"{who} is denied by registry item {item.label}, which reads as a deny although"
                 f" it is malformed ({item.field}: {item.error})",
             )
+    unplaced = _unplaced(connection, entries, membership)
+    why = (
+        membership.error
+        if membership is not None and membership.error
+        else "this deployment does not read AWS Organizations"
+    )
+    risky = [
+        e
+        for e in unplaced
+        if isinstance(e, MalformedItem)
+        or (e.status is GrantStatus.DENY and not e.expired(now))
+    ]
+    if risky:
+        return Decision(
+            Action.ESCALATE,
+            Reason.MEMBERSHIP_UNKNOWN,
+            f"{who}'s place in the organization could not be read ({why}); registry item"
+            f" {risky[0].label} may apply and is a deny or malformed: a human must decide",
+        )
     if malformed:
         item = malformed[0]
         return Decision(
@@ -103,7 +211,15 @@ def decide(
             f"{who} has a malformed registry item ({item.message}); a human must decide",
         )
 
-    grant = specific or wildcard
+    grant = next((e for _, e in placed if isinstance(e, Grant)), None)
+    if grant is None and unplaced:
+        return Decision(
+            Action.ESCALATE,
+            Reason.MEMBERSHIP_UNKNOWN,
+            f"{who}'s place in the organization could not be read ({why}); grant"
+            f" {unplaced[0].label} may apply but allows nothing it cannot place: a human must"
+            " decide",
+        )
     if grant is None:
         text = f"{who} has no grant for {connection.service_id} and no all-services grant"
         if default is DefaultDecision.REJECT:
@@ -112,44 +228,49 @@ def decide(
             return Decision(Action.NONE, Reason.NO_GRANT, f"{text} (default: ignore)")
         return Decision(Action.ESCALATE, Reason.NO_GRANT, text)
 
+    label, path = _label(grant, membership), via(grant, membership)
     if grant.status is GrantStatus.SUSPENDED:
         return Decision(
-            Action.ESCALATE, Reason.SUSPENDED, f"grant {grant.label} is suspended", grant
+            Action.ESCALATE, Reason.SUSPENDED, f"grant {label} is suspended", grant, path
         )
     if grant.status is GrantStatus.DENY:  # an expired deny: it no longer decides anything
         return Decision(
             Action.ESCALATE,
             Reason.EXPIRED,
-            f"deny grant {grant.label} expired; needs a human",
+            f"deny grant {label} expired; needs a human",
             grant,
+            path,
         )
     if grant.expired(now):
         assert grant.expires_at is not None
         return Decision(
             Action.ESCALATE,
             Reason.EXPIRED,
-            f"grant {grant.label} expired at {grant.expires_at.isoformat()}",
+            f"grant {label} expired at {grant.expires_at.isoformat()}",
             grant,
+            path,
         )
     if grant.regions and (connection.region or "") not in grant.regions:
         allowed = ", ".join(sorted(grant.regions))
         return Decision(
             Action.ESCALATE,
             Reason.WRONG_REGION,
-            f"consumer region {connection.region or 'unknown'} is not in grant {grant.label}'s"
+            f"consumer region {connection.region or 'unknown'} is not in grant {label}'s"
             f" regions ({allowed})",
             grant,
+            path,
         )
     if grant.max_endpoints is not None and accepted_count >= grant.max_endpoints:
         return Decision(
             Action.ESCALATE,
             Reason.OVER_LIMIT,
             f"{who} already has {accepted_count} endpoint(s) on {connection.service_id};"
-            f" grant {grant.label} allows {grant.max_endpoints}",
+            f" grant {label} allows {grant.max_endpoints}",
             grant,
+            path,
         )
     return Decision(
-        Action.ACCEPT, Reason.ALLOWED, f"{who} is allowed by grant {grant.label}", grant
+        Action.ACCEPT, Reason.ALLOWED, f"{who} is allowed by grant {label}", grant, path
     )
 
 

@@ -9,6 +9,13 @@ from __future__ import annotations
 import re
 
 ACCOUNT_RE = re.compile(r"^\d{12}$")
+# AWS Organizations IDs (the API reference's patterns): an OU grant's and an organization grant's
+# consumer, and the root an OU path starts from.
+ORGANIZATION_RE = re.compile(r"^o-[a-z0-9]{10,32}$")
+OU_RE = re.compile(r"^ou-[0-9a-z]{4,32}-[a-z0-9]{8,32}$")
+ROOT_RE = re.compile(r"^r-[0-9a-z]{4,32}$")
+# An IAM role name (what --principal-role puts after :role/ in every member account's ARN).
+ROLE_NAME_RE = re.compile(r"^[A-Za-z0-9+=,.@_-]{1,64}$")
 SERVICE_ID_RE = re.compile(r"^vpce-svc-[0-9a-f]{8,17}$")
 ENDPOINT_ID_RE = re.compile(r"^vpce-[0-9a-f]{8,17}$")
 REGION_RE = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
@@ -35,6 +42,38 @@ def account_id(value: object, field: str = "consumer") -> str:
     if not isinstance(value, str) or not ACCOUNT_RE.fullmatch(value):
         raise ValidationError(field, value, "is not a 12-digit AWS account ID")
     return value
+
+
+def consumer(value: object, field: str = "consumer") -> str:
+    """A grant's consumer: a 12-digit account, an OU (ou-…) or a whole organization (o-…)."""
+    if isinstance(value, str) and (
+        ACCOUNT_RE.fullmatch(value) or OU_RE.fullmatch(value) or ORGANIZATION_RE.fullmatch(value)
+    ):
+        return value
+    raise ValidationError(
+        field,
+        value,
+        "is not a 12-digit AWS account ID, an OU ID (ou-xxxx-xxxxxxxx) or an organization ID"
+        " (o-xxxxxxxxxx)",
+    )
+
+
+def role_name(value: object, field: str = "principal_role") -> str:
+    if not isinstance(value, str) or not ROLE_NAME_RE.fullmatch(value):
+        raise ValidationError(
+            field, value, "is not an IAM role name (1-64 of A-Z a-z 0-9 +=,.@_-, no path)"
+        )
+    return value
+
+
+def partition_of(region_name: str | None) -> str:
+    """The ARN partition of a region (aws, aws-cn, aws-us-gov)."""
+    name = region_name or ""
+    if name.startswith("cn-"):
+        return "aws-cn"
+    if name.startswith("us-gov-"):
+        return "aws-us-gov"
+    return "aws"
 
 
 def service_id(value: object, field: str = "service_id", *, allow_wildcard: bool = False) -> str:
