@@ -72,6 +72,7 @@ AUDIT_KEYS = (
     "owner",
     "note",
     "revoke",
+    "principal_role",
     "updated_by",
     "updated_at",
     "name",

@@ -193,8 +193,7 @@ def decide(
     risky = [
         e
         for e in unplaced
-        if isinstance(e, MalformedItem)
-        or (e.status is GrantStatus.DENY and not e.expired(now))
+        if isinstance(e, MalformedItem) or (e.status is GrantStatus.DENY and not e.expired(now))
     ]
     if risky:
         return Decision(

@@ -17,7 +17,7 @@ from pynamodb.exceptions import AttributeDeserializationError, UpdateError
 from pynamodb.pagination import ResultIterator
 
 from . import validation as v
-from .model import WILDCARD_SERVICE, Grant, GrantStatus, MalformedItem
+from .model import WILDCARD_SERVICE, Grant, GrantStatus, MalformedItem, Scope, scope_of
 from .tables import SERVICE_MARKER, RegistryItem
 
 BATCH_GET_MAX = 100
@@ -41,9 +41,10 @@ def iso(dt: datetime) -> str:
 def validate_grant(grant: Grant, now: datetime, *, allow_wildcard_principal: bool = False) -> Grant:
     """Raise ValidationError naming the first bad field; return the grant unchanged when valid."""
     v.service_id(grant.service_id, allow_wildcard=True)
-    v.account_id(grant.consumer)
+    v.consumer(grant.consumer)
     if not isinstance(grant.status, GrantStatus):
         raise v.ValidationError("status", grant.status, "must be allow, deny or suspended")
+    _check_scope(grant.consumer, grant.principals, grant.principal_role)
     for principal in grant.principals:
         v.principal(principal, allow_wildcard=allow_wildcard_principal)
         account = v.principal_account(principal)
@@ -65,6 +66,26 @@ def validate_grant(grant: Grant, now: datetime, *, allow_wildcard_principal: boo
     ):
         raise v.ValidationError("max_endpoints", grant.max_endpoints, "must be a positive integer")
     return grant
+
+
+def _check_scope(consumer: str, principals: tuple[str, ...], role: str | None) -> None:
+    """An account grant lists its own principals; an OU/organization grant names at most a role
+    (principals are per member account: Grant.principals_for)."""
+    if scope_of(consumer) is Scope.ACCOUNT:
+        if role is not None:
+            raise v.ValidationError(
+                "principal_role", role, "is for OU/organization grants (use principals)"
+            )
+        return
+    if principals:
+        raise v.ValidationError(
+            "principals",
+            list(principals),
+            "must be empty for an OU/organization grant (each member account's root, or"
+            " principal_role, goes on the allow-list)",
+        )
+    if role is not None:
+        v.role_name(role)
 
 
 def _strings(value: Any, field: str) -> tuple[str, ...]:
@@ -137,9 +158,11 @@ def grant_from_item(
     data = item.attribute_values if isinstance(item, RegistryItem) else dict(item)
     try:
         service = v.service_id(data.get("service_id"), allow_wildcard=True)
-        consumer = v.account_id(data.get("consumer"))
+        consumer = v.consumer(data.get("consumer"))
         status = _status(data.get("status"))
         principals = _strings(data.get("principals"), "principals")
+        role = _text(data.get("principal_role"), "principal_role")
+        _check_scope(consumer, principals, role)
         for principal in principals:
             v.principal(principal, allow_wildcard=allow_wildcard_principal)
             if v.principal_account(principal) not in (None, consumer):
@@ -170,6 +193,7 @@ def grant_from_item(
             revoke=revoke,
             updated_by=_text(data.get("updated_by"), "updated_by"),
             updated_at=changed,
+            principal_role=role,
         )
     except v.ValidationError as exc:
         bad = _malformed(data, exc.field, f"{exc.value!r} {exc.why}")
@@ -196,6 +220,7 @@ def item_from_grant(grant: Grant, *, by: str, now: datetime) -> RegistryItem:
         owner=grant.owner,
         note=grant.note,
         revoke=grant.revoke,
+        principal_role=grant.principal_role,
         updated_by=by,
         updated_at=iso(now),
     )

@@ -1,6 +1,7 @@
 """DynamoDB tables (pynamodb models). Table names and region are bound at runtime from Settings.
 
-- Registry: grants, key (service_id, consumer); service_id is a vpce-svc-… ID or "*". The same table
+- Registry: grants, key (service_id, consumer); service_id is a vpce-svc-… ID or "*", consumer a
+  12-digit account, an OU (ou-…) or an organization (o-…). The same table
   holds the enrollment of each managed service as the item (service_id, "#service"), so that one
   BatchGetItem answers both "is this service managed?" and "which grants apply?". GSI by_consumer.
 - Audit: the decision trail, key (subject, sk) with subject = a vpce-… ID, or grant#svc#consumer for
@@ -56,6 +57,7 @@ class RegistryItem(Model):
     owner = UnicodeAttribute(null=True)
     note = UnicodeAttribute(null=True)
     revoke = BooleanAttribute(null=True)
+    principal_role = UnicodeAttribute(null=True)  # OU/organization grants: role/<name> per member
     name = UnicodeAttribute(null=True)  # service enrollment: a friendly name
     notification_id = UnicodeAttribute(null=True)  # service enrollment: vpce-nfn-…
     created_at = UnicodeAttribute(null=True)
