@@ -13,6 +13,7 @@ from vpce_tools.emulator import configure_acceptance, throttle
 from vpce_tools.emulator.testing import emulated_aws
 from vpce_tools.emulator.world import Consumer, EndpointService, Provider
 
+from .strict_json import check_json_response
 from .strict_xml import check_response, served_operations
 
 CONSUMER_ACCOUNT = "111111111111"
@@ -22,8 +23,13 @@ OTHER_ACCOUNT = "222222222222"
 _SERVED = served_operations()
 
 
+JSON_SERVICES = ("organizations",)
+"""JSON-protocol services whose every response is checked (moto's, with the emulator's checks)."""
+
+
 class RawChecks:
-    """Every raw response of an operation the emulator serves, checked against botocore's model."""
+    """Every raw response of an operation the emulator serves (and of Organizations), checked
+    against botocore's model."""
 
     def __init__(self) -> None:
         self.checked: list[str] = []
@@ -34,6 +40,11 @@ class RawChecks:
         if operation_model.name in _SERVED:
             self.checked.append(operation_model.name)
             self.problems += check_response(
+                operation_model, response["status_code"], response["body"]
+            )
+        elif operation_model.service_model.service_name in JSON_SERVICES:
+            self.checked.append(operation_model.name)
+            self.problems += check_json_response(
                 operation_model, response["status_code"], response["body"]
             )
         return response

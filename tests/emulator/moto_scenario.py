@@ -1,4 +1,5 @@
-"""moto's own VPC-endpoint behaviour, recorded call by call (run as a script, in a fresh process).
+"""moto's own VPC-endpoint and Organizations behaviour, recorded call by call (run as a script,
+in a fresh process).
 
 ``python moto_scenario.py plain``    -- moto alone; fails if anything imported the emulator
 ``python moto_scenario.py emulator`` -- the same with ``vpce_tools.emulator`` installed first
@@ -21,6 +22,7 @@ from typing import Any
 _TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:?\d\d)?")
 _REQUEST_ID = re.compile(r"(<requestId>|<RequestID>)[^<]*(</requestId>|</RequestID>)")
 _HEX_RUN = re.compile(r"[0-9a-f]{8,}")
+_EPOCH = re.compile(r"\b\d{10}\.\d+\b")  # JSON-protocol timestamps (Organizations)
 
 
 class Normaliser:
@@ -32,6 +34,7 @@ class Normaliser:
     def __call__(self, text: str) -> str:
         text = _REQUEST_ID.sub(r"\1<request-id>\2", text)
         text = _TIMESTAMP.sub("<ts>", text)
+        text = _EPOCH.sub("<epoch>", text)
         return _HEX_RUN.sub(self._name, text)
 
     def _name(self, m: re.Match[str]) -> str:
@@ -196,10 +199,62 @@ def run(mode: str) -> dict[str, Any]:
             ec2.delete_vpc_endpoint_service_configurations,
             ServiceIds=[svc],
         )
+        organizations(call, boto3.client("organizations", region_name="us-east-1"))
 
     norm = Normaliser()
     text = norm(json.dumps(records, default=str))
     return {"mode": mode, "records": json.loads(text)}
+
+
+def organizations(call: Callable[..., Any], org: Any) -> None:
+    """Valid Organizations requests (the emulator checks invalid ones; valid ones are moto's)."""
+    call("DescribeOrganization", org.describe_organization)  # not in use yet: an error
+    call("CreateOrganization", org.create_organization, FeatureSet="ALL")
+    root = call("ListRoots", org.list_roots)["Roots"][0]["Id"]
+    top = call("CreateOrganizationalUnit", org.create_organizational_unit, ParentId=root, Name="w")
+    top_id = top["OrganizationalUnit"]["Id"]
+    child = call(
+        "CreateOrganizationalUnit", org.create_organizational_unit, ParentId=top_id, Name="p"
+    )["OrganizationalUnit"]["Id"]
+    status = call("CreateAccount", org.create_account, AccountName="a", Email="a@example.com")
+    account = status["CreateAccountStatus"]["AccountId"]
+    second = call("CreateAccount", org.create_account, AccountName="b", Email="b@example.com")
+    other = second["CreateAccountStatus"]["AccountId"]
+    call(
+        "DescribeCreateAccountStatus",
+        org.describe_create_account_status,
+        CreateAccountRequestId=status["CreateAccountStatus"]["Id"],
+    )
+    call(
+        "MoveAccount",
+        org.move_account,
+        AccountId=account,
+        SourceParentId=root,
+        DestinationParentId=child,
+    )
+    call("ListParents", org.list_parents, ChildId=account)
+    call("ListParents", org.list_parents, ChildId=child)
+    call("ListParents", org.list_parents, ChildId=top_id)
+    ous = org.list_organizational_units_for_parent
+    call("ListOrganizationalUnitsForParent", ous, ParentId=root)
+    call("ListAccountsForParent", org.list_accounts_for_parent, ParentId=child)
+    call("ListAccountsForParent", org.list_accounts_for_parent, ParentId=root)
+    call("ListChildren", org.list_children, ParentId=top_id, ChildType="ORGANIZATIONAL_UNIT")
+    call("DescribeAccount", org.describe_account, AccountId=account)
+    call("DescribeAccount", org.describe_account, AccountId="000000000000")
+    call("DescribeOrganizationalUnit", org.describe_organizational_unit, OrganizationalUnitId=child)
+    call(
+        "MoveAccount",
+        org.move_account,
+        AccountId=account,
+        SourceParentId=child,
+        DestinationParentId=top_id,
+    )
+    call("CloseAccount", org.close_account, AccountId=account)
+    call("ListAccountsForParent", org.list_accounts_for_parent, ParentId=top_id)
+    call("RemoveAccountFromOrganization", org.remove_account_from_organization, AccountId=other)
+    call("ListAccounts", org.list_accounts)
+    call("DescribeOrganization", org.describe_organization)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """The extension changes nothing moto already does for the calls it does not take over.
 
 moto's own VPC-endpoint behaviour (Gateway endpoints, Interface endpoints to AWS services,
-describe/modify/delete, endpoint-service configuration) is recorded call by call -- parsed result
-and raw XML -- in a fresh process with plain moto and in one with the emulator installed; the two
-recordings must be identical (see moto_scenario.py).
+describe/modify/delete, endpoint-service configuration) and its Organizations behaviour on valid
+requests (organization, nested OUs, accounts created, moved, closed, removed) is recorded call by
+call -- parsed result and raw body -- in a fresh process with plain moto and in one with the
+emulator installed; the two recordings must be identical (see moto_scenario.py).
 """
 
 from __future__ import annotations
@@ -61,4 +62,23 @@ def test_moto_endpoint_behaviour_is_identical_with_and_without_the_extension() -
     assert deletes[2]["result"] == deletes[3]["result"] == {"Unsuccessful": []}
     assert set(_states(describes[-2]).values()) == {"deleted"}
     assert set(_states(describes[-1]).values()) == {"available"}
-    assert all(r["raw"] and r["raw"][1].startswith("<?xml") for r in plain)
+    first_organizations = [r["call"] for r in plain].index("DescribeOrganization")
+    assert all(r["raw"] and r["raw"][1].startswith("<?xml") for r in plain[:first_organizations])
+    assert all(r["raw"] and r["raw"][1].startswith("{") for r in plain[first_organizations:])
+
+    # Organizations, moto's answers to valid requests
+    not_in_use = by_call["DescribeOrganization"][0]["error"]["Code"]
+    assert not_in_use == "AWSOrganizationsNotInUseException"
+    move, move_up = by_call["MoveAccount"]
+    assert "error" not in move
+    assert "error" not in move_up
+    account_parents, child_parents, top_parents = by_call["ListParents"]
+    child = child_parents["kwargs"]["ChildId"]
+    top = top_parents["kwargs"]["ChildId"]
+    assert [p["Id"] for p in account_parents["result"]["Parents"]] == [child]
+    assert [p["Id"] for p in child_parents["result"]["Parents"]] == [top]
+    assert top_parents["result"]["Parents"][0]["Type"] == "ROOT"
+    [closed] = by_call["ListAccountsForParent"][-1]["result"]["Accounts"]
+    assert closed["Status"] == "SUSPENDED"
+    assert by_call["DescribeAccount"][1]["error"]["Code"] == "AccountNotFoundException"
+    assert len(by_call["ListAccounts"][0]["result"]["Accounts"]) == 2  # management + closed

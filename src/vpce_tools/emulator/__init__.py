@@ -12,7 +12,9 @@ mode (in the same process) serve:
 * connection notifications (create/describe/modify/delete) published to SNS;
 * an optional throttle on Accept/Reject (see :mod:`vpce_tools.emulator.throttle`).
 * a DynamoDB Query that reads the queried partition, not the whole table
-  (:mod:`vpce_tools.emulator.dynamodb_index`).
+  (:mod:`vpce_tools.emulator.dynamodb_index`);
+* AWS Organizations: the checks moto lacks on ``CreateOrganizationalUnit``/``MoveAccount`` and
+  account-lifecycle events to in-process listeners (:mod:`vpce_tools.emulator.organizations`).
 
 See docs/EMULATOR.md.
 """
@@ -46,11 +48,13 @@ def install() -> None:
     with _install_lock:
         from .backend_hooks import patch_backend
         from .dynamodb_index import patch_dynamodb_query
+        from .organizations import patch_organizations
         from .responses import patch_ec2_response
 
         patch_backend()
         patch_ec2_response()
         patch_dynamodb_query()  # a Query reads its partition, not the table
+        patch_organizations()  # AWS's checks on placing an account; lifecycle events
         if not _installed:
             throttle.configure_from_env()
             _installed.append(True)

@@ -6,7 +6,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from . import install
+from . import install, organizations
 from .notifications import clear_listeners
 
 FAKE_ENV = {
@@ -48,6 +48,7 @@ def emulated_aws() -> Iterator[None]:
             yield
         finally:
             clear_listeners()
+            organizations.clear_listeners()
 
 
 @contextmanager

@@ -7,6 +7,11 @@ Works in-process under ``moto.mock_aws()`` (``endpoint_url=None``) and against a
     svc = provider.create_service(acceptance_required=True)  # VPC, 2 subnets, NLB, service
     consumer = provider.consumer("111111111111")             # STS AssumeRole into that account
     vpce_id = consumer.create_endpoint(svc.service_name)     # -> pendingAcceptance
+
+    org = provider.create_organization()                     # provider = management account
+    prod = org.create_ou("prod", org.create_ou("workloads")) # nested OUs
+    account = org.create_account("team-b", parent=prod)      # a brand-new member account
+    provider.consumer(account).create_endpoint(...)          # ... acting as a consumer
 """
 
 from __future__ import annotations
@@ -195,6 +200,10 @@ class Provider(_Actor):
         session = assume(self.session, account_id, role_name, reg, self.endpoint_url)
         return Consumer(session, account_id, role_name, reg, self.endpoint_url)
 
+    def create_organization(self) -> Organization:
+        """An organization with this provider's account as its management account."""
+        return Organization.create(self)
+
     def connections(self, service_id: str | None = None) -> list[dict[str, Any]]:
         """All connections (optionally of one service), following NextToken."""
         kwargs: dict[str, Any] = {"MaxResults": 1000}
@@ -207,6 +216,48 @@ class Provider(_Actor):
             if not page.get("NextToken"):
                 return out
             kwargs["NextToken"] = page["NextToken"]
+
+
+@dataclass
+class Organization:
+    """AWS Organizations from the management account: OUs, accounts, moves (what the README
+    walkthrough does with `aws organizations ...`)."""
+
+    client: Any
+    organization_id: str
+    root_id: str
+
+    @classmethod
+    def create(cls, management: _Actor) -> Organization:
+        org = management.client("organizations")
+        organization = org.create_organization(FeatureSet="ALL")["Organization"]
+        return cls(org, str(organization["Id"]), str(org.list_roots()["Roots"][0]["Id"]))
+
+    def create_ou(self, name: str, parent: str | None = None) -> str:
+        """A new OU under ``parent`` (default: the root); its ID."""
+        ou = self.client.create_organizational_unit(ParentId=parent or self.root_id, Name=name)
+        return str(ou["OrganizationalUnit"]["Id"])
+
+    def create_account(self, name: str, parent: str | None = None) -> str:
+        """A new member account (created in the root, then moved to ``parent`` if given)."""
+        status = self.client.create_account(AccountName=name, Email=f"{name}@example.com")
+        account = str(status["CreateAccountStatus"]["AccountId"])
+        if parent and parent != self.root_id:
+            self.move(account, parent)
+        return account
+
+    def parent_of(self, account: str) -> str:
+        return str(self.client.list_parents(ChildId=account)["Parents"][0]["Id"])
+
+    def move(self, account: str, destination: str) -> None:
+        self.client.move_account(
+            AccountId=account,
+            SourceParentId=self.parent_of(account),
+            DestinationParentId=destination,
+        )
+
+    def close(self, account: str) -> None:
+        self.client.close_account(AccountId=account)
 
 
 @dataclass
