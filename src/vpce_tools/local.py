@@ -1,7 +1,13 @@
 """`vpce-approver local`: the emulator as an HTTP server on 127.0.0.1, with a vpce-approver
 deployment inside it (tables from template.yaml, topic -> queue, an enrolled sample service) and a
 background poller that feeds the queue to the notification handler, as Lambda would. Point the aws
-CLI or boto3 at it with --endpoint-url / AWS_ENDPOINT_URL and watch the service work."""
+CLI or boto3 at it with --endpoint-url / AWS_ENDPOINT_URL and watch the service work.
+
+OU/organization grants are on (ORGANIZATION_GRANTS) with a short MEMBERSHIP_MAX_AGE: the provider
+account is the management account of the organization `aws organizations create-organization`
+makes against the server, and each account-lifecycle call (CreateAccount, MoveAccount,
+CloseAccount, RemoveAccountFromOrganization) starts a sweep, as the deployed stack's optional
+OrganizationEvents rule does."""
 
 from __future__ import annotations
 
@@ -15,7 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from .emulator import server
+from vpce_approver.config import Settings
+
+from .emulator import organizations, server
 from .emulator.testing import fake_credentials
 from .emulator.world import EndpointService, Provider
 from .local_events import EventLog
@@ -27,6 +35,8 @@ from .stream_poller import registry_poller
 log = logging.getLogger("vpce_tools.local")
 __all__ = ["PortInUse", "ensure_free"]
 SAMPLE_NAME = "sample-service"
+MEMBERSHIP_MAX_AGE = 5
+"""Seconds a membership read is trusted locally (deployed default: 300): a move shows at once."""
 
 
 @dataclass
@@ -41,6 +51,14 @@ class LocalService:
     _thread: threading.Thread | None = None
     extra_stops: list[Callable[[], None]] = field(default_factory=list)
     events: EventLog | None = None
+    _organization_changed: threading.Event = field(default_factory=threading.Event)
+
+    def organization_event(self, event: organizations.Event) -> None:
+        """An account-lifecycle event on the management account's bus: say so, and sweep on
+        the poller's next turn (several events close together make one sweep)."""
+        if self.events is not None:
+            self.events.organization(event)
+        self._organization_changed.set()
 
     def start_polling(self, interval: float = 0.5, sweep_every: float = 0) -> None:
         def loop() -> None:
@@ -51,7 +69,9 @@ class LocalService:
                         poller.drain()
                     except Exception:  # keep serving; the record is retried on the next poll
                         log.exception("%s poll failed", what)
-                if sweep_every and time.monotonic() >= next_sweep:
+                due = bool(sweep_every) and time.monotonic() >= next_sweep
+                if due or self._organization_changed.is_set():
+                    self._organization_changed.clear()
                     next_sweep = time.monotonic() + sweep_every
                     self.sweep()
                 self._stop.wait(interval)
@@ -75,6 +95,7 @@ class LocalService:
             self.events.sweep(report.summary())
 
     def stop(self) -> None:
+        organizations.remove_listener(self.organization_event)
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
@@ -90,6 +111,7 @@ def start(
     slack_port: int = 0,
     events: EventLog | None = None,
     sweep_every: float = 0,
+    membership_max_age: int = MEMBERSHIP_MAX_AGE,
 ) -> LocalService:
     """Start everything; the caller owns stop(). Uses fake credentials for the process.
     Raises PortInUse (before starting anything) when a port asked for is taken."""
@@ -101,7 +123,9 @@ def start(
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     try:
         provider = Provider(endpoint_url=url)
-        deployment = LocalDeployment.create(provider)
+        deployment = LocalDeployment.create(
+            provider, organization_grants=True, membership_max_age=membership_max_age
+        )
         if events is not None:
             deployment.observe = events.observe
         service = sample_service(provider)
@@ -118,6 +142,7 @@ def start(
         url, deployment, service, poller, stop_server, slack_url=slack_url, events=events
     )
     local.extra_stops.append(stop_slack)
+    organizations.add_listener(local.organization_event)
     local.start_polling(poll_interval, sweep_every)
     return local
 
@@ -161,14 +186,45 @@ def sample_service(provider: Provider) -> EndpointService:
 ENV = "AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1"
 
 
+def organization_env(settings: Settings) -> str:
+    """What the provider shell exports so the CLI reads membership as this server does."""
+    return f"ORGANIZATION_GRANTS=true MEMBERSHIP_MAX_AGE={settings.membership_max_age}"
+
+
+def organization_id(provider: Provider) -> str | None:
+    """The provider's organization, if `create-organization` made one already."""
+    from botocore.exceptions import ClientError
+
+    try:
+        return str(provider.client("organizations").describe_organization()["Organization"]["Id"])
+    except ClientError:
+        return None
+
+
 def banner(local: LocalService, out: TextIO) -> None:
     s, d = local.service, local.deployment
+    org = organization_id(d.provider)
+    organization = (
+        [
+            f"  organization       {org}: this account is its management account",
+        ]
+        if org
+        else [
+            "  organization       none yet: `aws organizations create-organization` with these",
+            "                     credentials makes this account its management account",
+        ]
+    )
     lines = [
         f"vpce-approver local: emulator on {local.url}, Slack stand-in on {local.slack_url}",
         "",
         f"  endpoint service   {s.service_id}  ({s.service_name})",
         "                     enrolled, acceptance required, allow-list empty",
         "  provider account   123456789012 (these credentials); any other account is a consumer",
+        *organization,
+        f"  OU/org grants      on; a membership read is trusted {d.settings.membership_max_age} s"
+        " (MEMBERSHIP_MAX_AGE); CreateAccount,",
+        "                     MoveAccount, CloseAccount, RemoveAccountFromOrganization start a"
+        " sweep",
         f"  notification topic {d.topic_arn}",
         f"  tables             {d.settings.registry_table}, {d.settings.audit_table},"
         f" {d.settings.escalations_table}",
@@ -178,6 +234,7 @@ def banner(local: LocalService, out: TextIO) -> None:
         f"         {ENV}",
         "",
         "provider shell:",
+        f"  export {organization_env(d.settings)}   # read membership as this server does",
         f"  try:  vpce-approver registry add {s.service_id} 111111111111",
         f"  try:  vpce-approver doctor {s.service_id}",
         "consumer shell (account 111111111111): see the README's walkthrough",
@@ -197,6 +254,7 @@ def serve(
     *,
     slack_port: int = 0,
     sweep_every: float = 0,
+    membership_max_age: int = MEMBERSHIP_MAX_AGE,
 ) -> int:
     """Run until Ctrl-C/TERM. Raises PortInUse at once when a port is taken."""
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no per-request lines
@@ -205,7 +263,13 @@ def serve(
     logger.setLevel(logging.WARNING)  # the event lines say what happened; JSON only for trouble
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop cleanly on TERM as on Ctrl-C
     with fake_credentials():
-        local = start(port, slack_port=slack_port, events=EventLog(out), sweep_every=sweep_every)
+        local = start(
+            port,
+            slack_port=slack_port,
+            events=EventLog(out),
+            sweep_every=sweep_every,
+            membership_max_age=membership_max_age,
+        )
         try:
             banner(local, out)
             # Wake up regularly: a signal delivered to one of the server threads would never

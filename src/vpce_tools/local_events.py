@@ -4,7 +4,9 @@ The hook is the deployment's Deps, not prints in the domain code: `EventLog.obse
 the same Deps whose audit trail also tells the terminal every record it writes (decisions and
 their reasons, accept/reject outcomes, Slack clicks, grants applied, allow-list changes) and whose
 escalation port says when an escalation reached Slack; `seeing(process)` wraps the notification
-handler to say which connection it was told about; the sweep's summary is `sweep(report)`."""
+handler to say which connection it was told about; the sweep's summary is `sweep(report)`; an
+Organizations account-lifecycle event is `organization(event)` and what a sweep's membership
+refresh found is `membership(change)`, one line per account."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from typing import Any, TextIO
 from vpce_approver.audit import Audit, AuditRecord
 from vpce_approver.converge import Deps
 from vpce_approver.escalations import EscalationPort
+from vpce_approver.membership import MembershipChange
 from vpce_approver.notifications import NotificationError, parse_record
 from vpce_approver.tables import EscalationItem
 
@@ -82,6 +85,44 @@ class EventLog:
             f"{n('services')} service(s), {n('read')} connection(s) read, {n('pending')}"
             f" pending: {counts}" + ("" if summary.get("complete", True) else " (cut off)"),
         )
+
+    def organization(self, event: Mapping[str, Any]) -> None:
+        """An Organizations account-lifecycle event (as EventBridge delivers it)."""
+        self.line("org", describe_organization_event(event) + " (a sweep follows)")
+
+    def membership(self, change: MembershipChange) -> None:
+        """What a membership refresh found: one line per account, or why it read nothing."""
+        if change.error:
+            self.line("membership", f"organization not read: {change.error} (nothing changed)")
+            return
+        for what, accounts in (
+            ("joined", change.joined),
+            ("left", change.left),
+            ("moved", change.moved),
+        ):
+            for account in accounts:
+                self.line("membership", f"{account} {what} (epoch {change.epoch})")
+
+
+def describe_organization_event(event: Mapping[str, Any]) -> str:
+    """'MoveAccount 111111111111: r-ab12 -> ou-ab12-cdefghij' and the like."""
+    detail = event.get("detail")
+    detail = detail if isinstance(detail, Mapping) else {}
+    name = str(detail.get("eventName") or "event")
+    request = detail.get("requestParameters")
+    request = request if isinstance(request, Mapping) else {}
+    if name == "CreateAccountResult":
+        service = detail.get("serviceEventDetails")
+        status = service.get("createAccountStatus") if isinstance(service, Mapping) else None
+        status = status if isinstance(status, Mapping) else {}
+        return (
+            f"CreateAccount {status.get('accountId', '?')}: {status.get('state', '?')}, in the root"
+        )
+    account = request.get("accountId", "?")
+    if name == "MoveAccount":
+        source, destination = request.get("sourceParentId"), request.get("destinationParentId")
+        return f"MoveAccount {account}: {source} -> {destination}"
+    return f"{name} {account}"
 
 
 def describe(r: AuditRecord) -> tuple[str, str]:

@@ -11,6 +11,7 @@ from vpce_tools.cli import UsageError
 DEFAULT_PORT = 4566
 DEFAULT_SLACK_PORT = 4567
 DEFAULT_SWEEP_EVERY = 60.0
+DEFAULT_MEMBERSHIP_MAX_AGE = 5  # vpce_tools.local.MEMBERSHIP_MAX_AGE (not imported: heavy)
 
 
 def register(subs: Any) -> None:
@@ -20,7 +21,12 @@ def register(subs: Any) -> None:
         description="The emulator as an HTTP server on 127.0.0.1 with a vpce-approver deployment"
         " inside it (tables, notification topic and queue, an enrolled sample service with an"
         " empty allow-list, the registry stream, a scheduled sweep and a Slack stand-in page)."
-        " Prints one line per event. Ctrl-C stops.",
+        " OU/organization grants are on: the provider account is the management account of the"
+        " organization `aws organizations create-organization` makes against the emulator, an"
+        " account-lifecycle call (create-account, move-account, close-account,"
+        " remove-account-from-organization) starts a sweep at once, and a membership read is"
+        " trusted only --membership-max-age seconds (deployed default: 300), so a new or moved"
+        " account shows at once. Prints one line per event. Ctrl-C stops.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument(
@@ -39,6 +45,14 @@ def register(subs: Any) -> None:
         metavar="SECONDS",
         help="run the sweep this often (0 = never)",
     )
+    p.add_argument(
+        "--membership-max-age",
+        type=int,
+        default=DEFAULT_MEMBERSHIP_MAX_AGE,
+        metavar="SECONDS",
+        help="trust a read of an account's place in the organization this long"
+        " (MEMBERSHIP_MAX_AGE, 0..3600; short here for a snappy walkthrough)",
+    )
     p.set_defaults(run=run)
 
 
@@ -50,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--port and --slack-port must differ")
     if args.sweep_every < 0:
         raise UsageError("--sweep-every must be 0 (never) or a number of seconds")
+    if not 0 <= args.membership_max_age <= 3600:
+        raise UsageError("--membership-max-age must be 0..3600 seconds")
     from vpce_tools.ports import PortInUse, ensure_free
 
     try:
@@ -59,7 +75,11 @@ def run(args: argparse.Namespace) -> int:
         from vpce_tools.local import serve
 
         return serve(
-            args.port, sys.stdout, slack_port=args.slack_port, sweep_every=args.sweep_every
+            args.port,
+            sys.stdout,
+            slack_port=args.slack_port,
+            sweep_every=args.sweep_every,
+            membership_max_age=args.membership_max_age,
         )
     except PortInUse as exc:
         raise UsageError(str(exc)) from None

@@ -1,0 +1,197 @@
+"""`vpce-approver local` with AWS Organizations: the provider account is the management account,
+the Organizations calls work against the server, a created account connects as a consumer, and
+each account-lifecycle call is one terminal line followed by a sweep."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+
+import pytest
+from botocore.exceptions import ClientError
+
+from vpce_approver.membership import MembershipChange
+from vpce_tools import local
+from vpce_tools.emulator import organizations
+from vpce_tools.emulator.testing import fake_credentials
+from vpce_tools.emulator.world import Organization, Provider
+from vpce_tools.local_events import EventLog, describe_organization_event
+
+
+def wait_for(predicate: Callable[[], object], attempts: int = 300) -> bool:
+    for _ in range(attempts):  # bounded: 300 x 50 ms
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture
+def watched() -> Iterator[tuple[local.LocalService, io.StringIO]]:
+    out = io.StringIO()
+    with fake_credentials():
+        service = local.start(0, poll_interval=0.05, events=EventLog(out))  # no timed sweep
+        try:
+            yield service, out
+        finally:
+            service.stop()
+
+
+def the_organization(provider: Provider) -> Organization:
+    """The provider's organization: made here, or by an earlier test (the tests in one process
+    share the emulator's state, as every server started in it does)."""
+    try:
+        return provider.create_organization()
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "AlreadyInOrganizationException":
+            raise
+    client = provider.client("organizations")
+    organization = client.describe_organization()["Organization"]["Id"]
+    return Organization(client, organization, client.list_roots()["Roots"][0]["Id"])
+
+
+def lines(out: io.StringIO, kind: str) -> list[str]:
+    return [line for line in out.getvalue().splitlines() if line[9:].startswith(kind)]
+
+
+def test_local_runs_with_organization_grants_and_a_short_membership_max_age(
+    watched: tuple[local.LocalService, io.StringIO],
+) -> None:
+    running, _ = watched
+    settings = running.deployment.settings
+    assert settings.organization_grants is True
+    assert settings.membership_max_age == local.MEMBERSHIP_MAX_AGE
+    assert local.MEMBERSHIP_MAX_AGE <= 10  # snappy: a move shows within seconds
+    deps = running.deployment.deps()
+    assert deps.settings.organization_grants is True  # what every handler here is built with
+    banner = io.StringIO()
+    local.banner(running, banner)
+    text = banner.getvalue()
+    assert f"trusted {local.MEMBERSHIP_MAX_AGE} s (MEMBERSHIP_MAX_AGE)" in text
+    assert f"export ORGANIZATION_GRANTS=true MEMBERSHIP_MAX_AGE={local.MEMBERSHIP_MAX_AGE}" in text
+    assert "MoveAccount" in text
+    org = local.organization_id(running.deployment.provider)
+    if org is None:  # the first test in this process: nothing made one yet
+        assert "none yet: `aws organizations create-organization`" in text
+    else:
+        assert f"organization       {org}: this account is its management account" in text
+
+
+def test_organizations_calls_work_and_a_created_account_connects(
+    watched: tuple[local.LocalService, io.StringIO],
+) -> None:
+    running, out = watched
+    provider = Provider(endpoint_url=running.url)
+    org = the_organization(provider)
+    described = org.client.describe_organization()["Organization"]
+    assert described["MasterAccountId"] == provider.account_id == "123456789012"
+
+    workloads = org.create_ou(f"workloads-{time.monotonic_ns()}")
+    prod = org.create_ou("prod", workloads)
+    account = org.create_account("team-b")
+    org.move(account, prod)
+    assert org.client.list_parents(ChildId=account)["Parents"][0]["Id"] == prod
+    assert [a["Id"] for a in org.client.list_accounts_for_parent(ParentId=prod)["Accounts"]] == [
+        account
+    ]
+    ous = org.client.list_organizational_units_for_parent(ParentId=workloads)
+    assert [ou["Id"] for ou in ous["OrganizationalUnits"]] == [prod]
+
+    # one line per lifecycle event, each followed by a sweep (the fixture has no timed sweep)
+    created = f"CreateAccount {account}: SUCCEEDED, in the root (a sweep follows)"
+    moved = f"MoveAccount {account}: {org.root_id} -> {prod} (a sweep follows)"
+    assert wait_for(lambda: any(moved in x for x in lines(out, "org"))), out.getvalue()
+    assert any(created in x for x in lines(out, "org")), out.getvalue()
+    assert wait_for(lambda: lines(out, "sweep")), out.getvalue()
+    text = out.getvalue()
+    assert text.index(moved) < text.rindex(" sweep ")
+
+    # the brand-new account acts as a consumer (here allowed by hand; an OU grant does it too)
+    consumer = provider.consumer(account, role_name="OrganizationAccountAccessRole")
+    provider.allow(running.service.service_id, f"arn:aws:iam::{account}:root")
+    vpce = consumer.create_endpoint(running.service.service_name)
+    assert wait_for(lambda: any(vpce in x and account in x for x in lines(out, "decision")))
+    [conn] = [c for c in provider.connections() if c["VpcEndpointId"] == vpce]
+    assert conn["VpcEndpointOwner"] == account
+
+
+def test_stop_unsubscribes_from_organizations_events() -> None:
+    with fake_credentials():
+        running = local.start(0, poll_interval=0.05, events=EventLog(io.StringIO()))
+        running.stop()
+    organizations._publish(organizations.event("123456789012", "CloseAccount"))
+    assert not running._organization_changed.is_set()  # the stopped service heard nothing
+
+
+def test_event_lines_say_what_happened_to_which_account() -> None:
+    management = "123456789012"
+    create = organizations.event(
+        management,
+        "CreateAccountResult",
+        service_details={
+            "createAccountStatus": {"accountId": "210987654321", "state": "SUCCEEDED"}
+        },
+    )
+    move = organizations.event(
+        management,
+        "MoveAccount",
+        request={
+            "accountId": "210987654321",
+            "sourceParentId": "r-ab12",
+            "destinationParentId": "ou-ab12-cdefghij",
+        },
+    )
+    close = organizations.event(management, "CloseAccount", request={"accountId": "210987654321"})
+    assert (
+        describe_organization_event(create) == "CreateAccount 210987654321: SUCCEEDED, in the root"
+    )
+    assert (
+        describe_organization_event(move) == "MoveAccount 210987654321: r-ab12 -> ou-ab12-cdefghij"
+    )
+    assert describe_organization_event(close) == "CloseAccount 210987654321"
+    assert describe_organization_event({"detail": "garbage"}) == "event ?"
+
+    out = io.StringIO()
+    log = EventLog(out, clock=lambda: datetime(2026, 12, 1, 5, 0, 0, tzinfo=UTC))
+    log.membership(
+        MembershipChange(joined=("210987654321",), left=("111111111111",), moved=(), epoch=3)
+    )
+    log.membership(MembershipChange(error="TooManyRequestsException", epoch=3))
+    log.organization(move)
+    assert out.getvalue().splitlines() == [
+        "05:00:00 membership  210987654321 joined (epoch 3)",
+        "05:00:00 membership  111111111111 left (epoch 3)",
+        "05:00:00 membership  organization not read: TooManyRequestsException (nothing changed)",
+        "05:00:00 org         MoveAccount 210987654321: r-ab12 -> ou-ab12-cdefghij"
+        " (a sweep follows)",
+    ]
+
+
+def _cli(*argv: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    return subprocess.run(
+        [sys.executable, "-m", "vpce_tools.cli", "local", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
+
+
+def test_local_help_says_organization_grants_are_on_and_how_fresh_membership_is() -> None:
+    result = _cli("--help")
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    assert "OU/organization grants are on" in text
+    assert "management account" in text
+    assert "--membership-max-age SECONDS" in text
+    assert "(default: 5)" in text
+    bad = _cli("--membership-max-age", "5000", "--port", "0", "--slack-port", "0")
+    assert bad.returncode == 2
+    assert "--membership-max-age must be 0..3600 seconds" in bad.stderr
