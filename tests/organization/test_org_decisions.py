@@ -285,4 +285,5 @@ def test_a_membership_the_deployment_knows_is_stale_is_never_used_to_accept(
 
     assert report.accepted == []
     [outcome] = report.outcomes
+    assert outcome.connection.vpc_endpoint_id == vpce
     assert outcome.decision.code is Reason.NO_GRANT
