@@ -87,7 +87,10 @@ def grant(
 def setup(narrator: Narrator) -> World:
     narrator.title("Provider enrolls its endpoint service (acceptance required)")
     provider = Provider()
-    deployment = LocalDeployment.create(provider)
+    # OU/organization grants on from the start (account grants decide as before); the default
+    # MEMBERSHIP_MAX_AGE (300 s): the organization step shows that a sweep that saw a move is
+    # what ends a cached membership, not its age.
+    deployment = LocalDeployment.create(provider, organization_grants=True)
     service = provider.create_service(acceptance_required=True)
     notification = deployment.enroll(service, name="payments-api")
     narrator.say(f"service {service.service_id} ({service.service_name})")
@@ -168,7 +171,18 @@ def sweep_recovers(world: World, endpoints: dict[str, str]) -> None:
         raise RuntimeError("the sweep did not recover the connection whose notification was lost")
 
 
-STEPS: list[Callable[[World, dict[str, str]], None]] = [registry_grant, slack_click, sweep_recovers]
+def organization(world: World, endpoints: dict[str, str]) -> None:
+    from .org_demo import organization_step
+
+    organization_step(world, endpoints)
+
+
+STEPS: list[Callable[[World, dict[str, str]], None]] = [
+    registry_grant,
+    slack_click,
+    sweep_recovers,
+    organization,
+]
 
 
 @contextmanager
