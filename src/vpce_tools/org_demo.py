@@ -47,7 +47,7 @@ class OrganizationsEvents:
         from vpce_approver.sweep import sweep
 
         for event in self.pending:
-            say(f"event: {describe_organization_event(event)} -> a sweep starts")
+            say(f"event: {describe_organization_event(event)}")
         self.pending.clear()
         return dict(sweep(deps).summary())
 
@@ -91,7 +91,7 @@ def _run(world: World, deps: Deps, events: OrganizationsEvents, endpoints: dict[
     org.move(account, prod)
     n.say(f"aws organizations create-account team-b       -> {account}")
     n.say(f"aws organizations move-account {account} -> prod")
-    n.say(_swept("one sweep", events.sweep(deps, n.say)))
+    n.say(_swept("the sweep these events start", events.sweep(deps, n.say)))
     principal = f"arn:aws:iam::{account}:root"
     n.say(f"{principal} on the allowed principals: {_listed(deps, svc.service_id, principal)}")
 
@@ -104,7 +104,7 @@ def _run(world: World, deps: Deps, events: OrganizationsEvents, endpoints: dict[
 
     org.move(account, sandbox)
     n.say(f"aws organizations move-account {account} -> sandbox (outside the granted OU)")
-    n.say(_swept("one sweep", events.sweep(deps, n.say)))
+    n.say(_swept("the sweep it starts", events.sweep(deps, n.say)))
     n.say(f"{principal} on the allowed principals: {_listed(deps, svc.service_id, principal)}")
     try:
         second = consumer.create_endpoint(svc.service_name)
