@@ -17,7 +17,7 @@ from vpce_approver.model import Grant, GrantStatus
 from vpce_approver.tables import AuditItem, EscalationItem
 
 from .emulator.testing import emulated_aws
-from .emulator.world import Consumer, EndpointService, Provider
+from .emulator.world import Consumer, EndpointService, Organization, Provider
 from .stack import LocalDeployment
 
 TEAM_A, PARTNER, STRANGER, LIMITED = "111111111111", "222222222222", "333333333333", "444444444444"
@@ -49,6 +49,7 @@ class World:
     service: EndpointService
     consumers: dict[str, Consumer]
     narrator: Narrator
+    organization: Organization
 
     def state(self, vpce_id: str) -> str:
         for conn in self.provider.connections(self.service.service_id):
@@ -87,16 +88,21 @@ def grant(
 def setup(narrator: Narrator) -> World:
     narrator.title("Provider enrolls its endpoint service (acceptance required)")
     provider = Provider()
-    # OU/organization grants on from the start (account grants decide as before); the default
-    # MEMBERSHIP_MAX_AGE (300 s): the organization step shows that a sweep that saw a move is
-    # what ends a cached membership, not its age.
+    # OU/organization grants on from the start (account grants decide as before: the consumers
+    # below are outside the organization); the default MEMBERSHIP_MAX_AGE (300 s): the
+    # organization step shows that a sweep that saw a move is what ends a cached membership.
+    organization = provider.create_organization()
     deployment = LocalDeployment.create(provider, organization_grants=True)
     service = provider.create_service(acceptance_required=True)
     notification = deployment.enroll(service, name="payments-api")
     narrator.say(f"service {service.service_id} ({service.service_name})")
     narrator.say(f"connection notification {notification} -> {deployment.topic_arn}")
+    narrator.say(
+        f"the provider's account {provider.account_id} is the management account of"
+        f" organization {organization.organization_id} (aws organizations create-organization)"
+    )
     consumers = {a: provider.consumer(a) for a in (TEAM_A, PARTNER, STRANGER, LIMITED)}
-    return World(provider, deployment, service, consumers, narrator)
+    return World(provider, deployment, service, consumers, narrator, organization)
 
 
 def registry_and_connects(world: World) -> dict[str, str]:

@@ -3,9 +3,11 @@ deployment inside it (tables from template.yaml, topic -> queue, an enrolled sam
 background poller that feeds the queue to the notification handler, as Lambda would. Point the aws
 CLI or boto3 at it with --endpoint-url / AWS_ENDPOINT_URL and watch the service work.
 
-OU/organization grants are on (ORGANIZATION_GRANTS) with a short MEMBERSHIP_MAX_AGE: the provider
-account is the management account of the organization `aws organizations create-organization`
-makes against the server, and each account-lifecycle call (CreateAccount, MoveAccount,
+OU/organization grants are on (ORGANIZATION_GRANTS) with a short MEMBERSHIP_MAX_AGE, and the
+provider account is the management account of an organization made at start, as a deployment with
+OrganizationGrants has one (`--no-organization`: none, until `aws organizations
+create-organization` makes it; meanwhile no account can be placed, so OU grants and Slack approvals
+fail closed with membership-unknown). Each account-lifecycle call (CreateAccount, MoveAccount,
 CloseAccount, RemoveAccountFromOrganization) starts a sweep, as the deployed stack's optional
 OrganizationEvents rule does."""
 
@@ -25,7 +27,7 @@ from vpce_approver.config import Settings
 
 from .emulator import organizations, server
 from .emulator.testing import fake_credentials
-from .emulator.world import EndpointService, Provider
+from .emulator.world import EndpointService, Organization, Provider
 from .local_events import EventLog
 from .ports import HOST, PortInUse, ensure_free
 from .slack_local import start_local_slack
@@ -112,6 +114,7 @@ def start(
     events: EventLog | None = None,
     sweep_every: float = 0,
     membership_max_age: int = MEMBERSHIP_MAX_AGE,
+    organization: bool = True,
 ) -> LocalService:
     """Start everything; the caller owns stop(). Uses fake credentials for the process.
     Raises PortInUse (before starting anything) when a port asked for is taken."""
@@ -130,6 +133,8 @@ def start(
             deployment.observe = events.observe
         service = sample_service(provider)
         deployment.enroll(service, name=SAMPLE_NAME)
+        if organization:
+            sample_organization(provider)
         # The Slack stand-in first: deps built afterwards post escalations to it.
         slack_url, stop_slack = start_local_slack(deployment, slack_port)
         poller = deployment.poller()
@@ -145,6 +150,19 @@ def start(
     organizations.add_listener(local.organization_event)
     local.start_polling(poll_interval, sweep_every)
     return local
+
+
+def sample_organization(provider: Provider) -> str:
+    """The organization whose management account the provider's is: made now, or the one
+    already there (the emulator's state outlives a server in the same process)."""
+    from botocore.exceptions import ClientError
+
+    try:
+        return Organization.create(provider).organization_id
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "AlreadyInOrganizationException":
+            raise
+    return organization_id(provider) or ""
 
 
 def sample_service(provider: Provider) -> EndpointService:
@@ -205,13 +223,14 @@ def banner(local: LocalService, out: TextIO) -> None:
     s, d = local.service, local.deployment
     org = organization_id(d.provider)
     organization = (
-        [
-            f"  organization       {org}: this account is its management account",
-        ]
+        [f"  organization       {org}: this account is its management account"]
         if org
         else [
-            "  organization       none yet: `aws organizations create-organization` with these",
-            "                     credentials makes this account its management account",
+            "  organization       none yet (--no-organization): `aws organizations"
+            " create-organization`",
+            "                     makes this account its management account; until then no"
+            " account's",
+            "                     place is known: OU grants and Slack approvals fail closed",
         ]
     )
     lines = [
@@ -255,6 +274,7 @@ def serve(
     slack_port: int = 0,
     sweep_every: float = 0,
     membership_max_age: int = MEMBERSHIP_MAX_AGE,
+    organization: bool = True,
 ) -> int:
     """Run until Ctrl-C/TERM. Raises PortInUse at once when a port is taken."""
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no per-request lines
@@ -269,6 +289,7 @@ def serve(
             events=EventLog(out),
             sweep_every=sweep_every,
             membership_max_age=membership_max_age,
+            organization=organization,
         )
         try:
             banner(local, out)

@@ -65,11 +65,8 @@ def organization_step(world: World, endpoints: dict[str, str]) -> None:
 def _run(world: World, deps: Deps, events: OrganizationsEvents, endpoints: dict[str, str]) -> None:
     n, svc, provider = world.narrator, world.service, world.provider
     n.title(STEP_TITLE)
-    org = provider.create_organization()
-    n.say(
-        f"aws organizations create-organization        -> {org.organization_id}"
-        f" (management account {provider.account_id}: the provider)"
-    )
+    org = world.organization
+    n.say(f"organization {org.organization_id}, management account {provider.account_id}")
     workloads = org.create_ou("workloads")
     prod = org.create_ou("prod", workloads)
     sandbox = org.create_ou("sandbox")

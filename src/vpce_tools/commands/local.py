@@ -21,9 +21,10 @@ def register(subs: Any) -> None:
         description="The emulator as an HTTP server on 127.0.0.1 with a vpce-approver deployment"
         " inside it (tables, notification topic and queue, an enrolled sample service with an"
         " empty allow-list, the registry stream, a scheduled sweep and a Slack stand-in page)."
-        " OU/organization grants are on: the provider account is the management account of the"
-        " organization `aws organizations create-organization` makes against the emulator, an"
-        " account-lifecycle call (create-account, move-account, close-account,"
+        " OU/organization grants are on: the provider account is the management account of an"
+        " organization made at start (--no-organization: of the one `aws organizations"
+        " create-organization` makes against the emulator), an account-lifecycle call"
+        " (create-account, move-account, close-account,"
         " remove-account-from-organization) starts a sweep at once, and a membership read is"
         " trusted only --membership-max-age seconds (deployed default: 300), so a new or moved"
         " account shows at once. Prints one line per event. Ctrl-C stops.",
@@ -53,6 +54,14 @@ def register(subs: Any) -> None:
         help="trust a read of an account's place in the organization this long"
         " (MEMBERSHIP_MAX_AGE, 0..3600; short here for a snappy walkthrough)",
     )
+    p.add_argument(
+        "--no-organization",
+        dest="organization",
+        action="store_false",
+        help="make no organization at start: `aws organizations create-organization` does;"
+        " until then no account can be placed, so OU grants and Slack approvals fail closed"
+        " (membership-unknown)",
+    )
     p.set_defaults(run=run)
 
 
@@ -80,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
             slack_port=args.slack_port,
             sweep_every=args.sweep_every,
             membership_max_age=args.membership_max_age,
+            organization=args.organization,
         )
     except PortInUse as exc:
         raise UsageError(str(exc)) from None
