@@ -94,6 +94,8 @@ class LocalService:
             log.exception("sweep failed")
             return
         if self.events is not None:
+            if report.membership is not None:  # OU/organization grants: what the read found
+                self.events.membership(report.membership)
             self.events.sweep(report.summary())
 
     def stop(self) -> None:
