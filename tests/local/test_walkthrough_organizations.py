@@ -127,7 +127,7 @@ def test_the_readme_organizations_walkthrough_works_as_written(
         assert "123456789012" in said  # describe-organization: the provider is the management
         principal = f"arn:aws:iam::{acct}:root"
         assert wait_for(lambda: principal in out.getvalue()), out.getvalue()
-        assert f"{acct} joined" in out.getvalue()
+        assert f"{acct} joined" in out.getvalue(), out.getvalue()
 
         code = re.sub(r"^acct=….*$", f"acct={acct}", connect, flags=re.MULTILINE)
         said = consumer.run(code)
