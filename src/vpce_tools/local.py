@@ -137,6 +137,9 @@ def start(
         deployment.enroll(service, name=SAMPLE_NAME)
         if organization:
             sample_organization(provider)
+        directory = deployment.deps().registry.directory
+        if directory is not None:  # the read a deployed stack's sweep has recorded already, so
+            directory.refresh()  # that the first sweep here names who joined, left or moved
         # The Slack stand-in first: deps built afterwards post escalations to it.
         slack_url, stop_slack = start_local_slack(deployment, slack_port)
         poller = deployment.poller()
