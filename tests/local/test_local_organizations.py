@@ -59,25 +59,30 @@ def lines(out: io.StringIO, kind: str) -> list[str]:
     return [line for line in out.getvalue().splitlines() if line[9:].startswith(kind)]
 
 
-def test_local_runs_with_organization_grants_and_a_short_membership_max_age(
-    watched: tuple[local.LocalService, io.StringIO],
-) -> None:
-    running, _ = watched
-    settings = running.deployment.settings
+def test_local_runs_with_organization_grants_and_a_short_membership_max_age() -> None:
+    with fake_credentials():
+        running = local.start(0, poll_interval=0.05, events=EventLog(io.StringIO()))
+        try:
+            settings = running.deployment.settings
+            deps = running.deployment.deps()  # what every handler here is built with
+            banner = io.StringIO()
+            local.banner(running, banner)
+            org = local.organization_id(running.deployment.provider)
+        finally:
+            running.stop()
     assert settings.organization_grants is True
+    assert deps.settings.organization_grants is True
     assert settings.membership_max_age == local.MEMBERSHIP_MAX_AGE
     assert local.MEMBERSHIP_MAX_AGE <= 10  # snappy: a move shows within seconds
-    deps = running.deployment.deps()
-    assert deps.settings.organization_grants is True  # what every handler here is built with
-    banner = io.StringIO()
-    local.banner(running, banner)
     text = banner.getvalue()
     assert f"trusted {local.MEMBERSHIP_MAX_AGE} s (MEMBERSHIP_MAX_AGE)" in text
     assert f"export ORGANIZATION_GRANTS=true MEMBERSHIP_MAX_AGE={local.MEMBERSHIP_MAX_AGE}" in text
     assert "MoveAccount" in text
-    org = local.organization_id(running.deployment.provider)
     assert org is not None  # made at start, as a deployment with OrganizationGrants has one
     assert f"organization       {org}: this account is its management account" in text
+    # stopped, it no longer hears the emulator's Organizations events
+    organizations._publish(organizations.event("123456789012", "CloseAccount"))
+    assert not running._organization_changed.is_set()
 
 
 def test_organizations_calls_work_and_a_created_account_connects(
@@ -116,14 +121,6 @@ def test_organizations_calls_work_and_a_created_account_connects(
     assert wait_for(lambda: any(vpce in x and account in x for x in lines(out, "decision")))
     [conn] = [c for c in provider.connections() if c["VpcEndpointId"] == vpce]
     assert conn["VpcEndpointOwner"] == account
-
-
-def test_stop_unsubscribes_from_organizations_events() -> None:
-    with fake_credentials():
-        running = local.start(0, poll_interval=0.05, events=EventLog(io.StringIO()))
-        running.stop()
-    organizations._publish(organizations.event("123456789012", "CloseAccount"))
-    assert not running._organization_changed.is_set()  # the stopped service heard nothing
 
 
 def test_event_lines_say_what_happened_to_which_account() -> None:
@@ -193,3 +190,29 @@ def test_local_help_says_organization_grants_are_on_and_how_fresh_membership_is(
     bad = _cli("--membership-max-age", "5000", "--port", "0", "--slack-port", "0")
     assert bad.returncode == 2
     assert "--membership-max-age must be 0..3600 seconds" in bad.stderr
+
+
+def test_with_no_organization_the_banner_says_how_to_make_one_and_what_fails_meanwhile() -> None:
+    """`--no-organization`: nothing made at start (a fresh emulator: no organization yet)."""
+    from types import SimpleNamespace
+    from typing import Any, cast
+
+    from vpce_approver.config import Settings
+    from vpce_tools.emulator.testing import emulated_aws
+
+    with emulated_aws():
+        provider = Provider()
+        deployment = SimpleNamespace(
+            provider=provider,
+            topic_arn="arn:aws:sns:us-east-1:123456789012:t",
+            settings=Settings(organization_grants=True, membership_max_age=5),
+        )
+        service = SimpleNamespace(service_id="vpce-svc-0123456789abcdef0", service_name="n")
+        fake = SimpleNamespace(url="u", slack_url="s", service=service, deployment=deployment)
+        out = io.StringIO()
+        local.banner(cast(Any, fake), out)
+    text = " ".join(out.getvalue().split())
+    assert (
+        "organization none yet (--no-organization): `aws organizations create-organization`" in text
+    )
+    assert "OU grants and Slack approvals fail closed" in text
