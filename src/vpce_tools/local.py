@@ -170,6 +170,11 @@ def sample_organization(provider: Provider) -> str:
     return organization_id(provider) or ""
 
 
+def root_id(provider: Provider) -> str:
+    """The organization's root (r-…), where create-account puts a new account."""
+    return str(provider.client("organizations").list_roots()["Roots"][0]["Id"])
+
+
 def sample_service(provider: Provider) -> EndpointService:
     """The sample endpoint service, set up the way a real provider's is: acceptance required, an
     empty allow-list (the registry adds each consumer's principal), and an NLB with cross-zone
@@ -228,7 +233,10 @@ def banner(local: LocalService, out: TextIO) -> None:
     s, d = local.service, local.deployment
     org = organization_id(d.provider)
     organization = (
-        [f"  organization       {org}: this account is its management account"]
+        [
+            f"  organization       {org} (root {root_id(d.provider)}): this account is its"
+            " management account"
+        ]
         if org
         else [
             "  organization       none yet (--no-organization): `aws organizations"
