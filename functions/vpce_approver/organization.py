@@ -101,12 +101,13 @@ def classify(exc: Exception) -> ReadError:
     if isinstance(exc, ClientError):
         code = str(exc.response.get("Error", {}).get("Code") or "Unknown")
         operation = getattr(exc, "operation_name", "") or "a call"
-        if code in THROTTLED:
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code in THROTTLED or status == 429:
             return ReadError(
                 "throttled",
                 f"AWS Organizations is throttling ({code} on {operation}, after retries)",
             )
-        if code in DENIED:
+        if code in DENIED or status == 403:
             return ReadError(
                 "access-denied",
                 f"access to AWS Organizations denied ({code} on {operation}: {_message(exc)})",
