@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import botocore.credentials
 import botocore.session
 from botocore.config import Config
 from botocore.credentials import (
@@ -158,8 +159,14 @@ class _AssumedRole(CredentialProvider):
             extra_args={"RoleSessionName": SESSION_NAME},
         )
         return DeferredRefreshableCredentials(
-            refresh_using=fetcher.fetch_credentials, method=self.METHOD
+            refresh_using=fetcher.fetch_credentials, method=self.METHOD, time_fetcher=_now
         )
+
+
+def _now() -> datetime:
+    """botocore's clock for credential expiry, looked up at each call (so the fetcher's cache
+    and the refresh agree, and a test can move both)."""
+    return botocore.credentials._local_now()  # type: ignore[attr-defined,no-any-return]
 
 
 def _session() -> botocore.session.Session:
