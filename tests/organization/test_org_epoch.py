@@ -227,3 +227,26 @@ def test_missing_chunks_compare_with_nothing_and_still_record(
     assert change.error is None
     assert change.epoch == 2
     assert account in change.joined  # compared with nothing: everyone is new
+
+
+def test_an_unreadable_epoch_record_drops_the_cache_and_refresh_reports_it(
+    org: Org, make_directory: Factory, monkeypatch: pytest.MonkeyPatch
+):
+    ou = org.ou("prod")
+    account = org.account(ou)
+    directory, calls = make_directory()
+    directory.refresh()
+    assert directory.memberships([account])[account].path == (ou,)
+
+    def down(self: EpochStore) -> None:
+        raise RuntimeError("DynamoDB unavailable")
+
+    monkeypatch.setattr(EpochStore, "head", down)
+    calls.reset()
+    assert directory.confirm() is False  # cannot tell whether the cache is stale: dropped
+    assert directory.memberships([account])[account].path == (ou,)  # read afresh
+    assert calls.operations["ListRoots"] == 1
+
+    change = directory.refresh()
+    assert change.error == "recording the membership epoch failed (RuntimeError)"
+    assert directory.members(ou) == {account}  # the fresh tree still serves
