@@ -7,9 +7,9 @@ Reads (docs/ORGANIZATIONS.md, "Reading Organizations (role, cache, throttling, f
   PENDING_CLOSURE, CLOSED... are OUTSIDE.
 - An account the snapshot does not hold (an external partner, an account created since): one
   ListParents chain (ListParents up to a parent the snapshot knows, DescribeAccount for its
-  state), cached; AccountNotFoundException => OUTSIDE. At most `lookup_limit` of those per call:
-  more unknown accounts than that cost one fresh tree read instead, after which an account not in
-  the tree is OUTSIDE.
+  state), cached; ChildNotFoundException (moto: AccountNotFoundException) => OUTSIDE. At most
+  `lookup_limit` of those per call: more unknown accounts than that cost one fresh tree read
+  instead, after which an account not in the tree is OUTSIDE.
 - Every answer is used for at most `max_age` seconds (MEMBERSHIP_MAX_AGE: the stated staleness
   bound), and never once `confirm()` saw that the deployment recorded a newer tree
   (organization_epoch.py).
@@ -72,6 +72,7 @@ LOOKUP_CACHE = 10_000  # cached single-account answers (oldest dropped first)
 ERROR_BACKOFF = 10.0  # seconds a failed tree read is not retried by memberships()/members()
 METRIC_FAILURES = "OrganizationsReadFailures"
 THROTTLED = frozenset({"TooManyRequestsException", "Throttling", "ThrottlingException"})
+NOT_FOUND = frozenset({"ChildNotFoundException", "AccountNotFoundException"})
 DENIED = frozenset({"AccessDeniedException", "AccessDenied", "AccessDeniedForDependencyException"})
 
 
@@ -519,7 +520,9 @@ class OrganizationsDirectory:
         try:
             parents = self._call("list_parents", ChildId=account).get("Parents", [])
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "AccountNotFoundException":
+            # AWS answers ChildNotFoundException for an account outside the organization (moto
+            # AccountNotFoundException): either way, no OU or organization grant applies.
+            if exc.response.get("Error", {}).get("Code") in NOT_FOUND:
                 return Membership.outside(account, snapshot.organization)
             raise
         path: list[str] = []
@@ -543,7 +546,7 @@ class OrganizationsDirectory:
         try:
             described = self._call("describe_account", AccountId=account).get("Account", {})
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "AccountNotFoundException":
+            if exc.response.get("Error", {}).get("Code") in NOT_FOUND:
                 return Membership.outside(account, snapshot.organization)  # removed meanwhile
             raise
         state = described.get("State") or described.get("Status")

@@ -3,6 +3,8 @@ and what membership changes (join, move out, close, remove) look like."""
 
 from __future__ import annotations
 
+from botocore.awsrequest import AWSResponse
+
 from vpce_approver.model import MemberState
 
 from .orgkit import MANAGEMENT, Clock, Factory, Org
@@ -209,3 +211,28 @@ def test_an_invalid_account_id_is_unknown_never_placed(org: Org, make_directory:
     assert "12-digit" in (got["12345"].error or "")
     assert got[MANAGEMENT].state is MemberState.MEMBER
     assert directory.memberships([]) == {}
+
+
+def test_aws_answer_for_an_account_outside_the_organization_is_outside(
+    org: Org, make_directory: Factory
+):
+    """AWS answers ListParents for an account it cannot find with ChildNotFoundException (moto
+    with AccountNotFoundException, which the tests above use)."""
+    directory, calls = make_directory()
+    directory.memberships([MANAGEMENT])
+
+    def not_found(**_: object) -> tuple[AWSResponse, dict[str, object]]:
+        error = {"Code": "ChildNotFoundException", "Message": "We can't find an OU or account"}
+        return AWSResponse("https://organizations", 400, {}, None), {"Error": error}
+
+    directory.client.meta.events.register("before-call.organizations.ListParents", not_found)
+    before = directory.calls
+    calls.reset()
+
+    got = directory.memberships([STRANGER])[STRANGER]
+
+    assert got.state is MemberState.OUTSIDE
+    assert directory.calls == before + 1  # the one ListParents (answered by the stub)
+    assert calls.total == 0  # nothing reached the emulator
+    assert directory.memberships([STRANGER])[STRANGER].state is MemberState.OUTSIDE
+    assert directory.calls == before + 1  # cached
