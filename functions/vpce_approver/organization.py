@@ -59,8 +59,11 @@ ORGANIZATIONS_REGION = {
     "aws-cn": "cn-northwest-1",
     "aws-us-gov": "us-gov-west-1",
 }
+# Adaptive: once throttled, the client rate-limits itself as well as backing off. 3 retries (4
+# attempts, about 7 s of backoff at most) keep a throttled read well inside a function's timeout;
+# what still fails is UNKNOWN (fail closed) and retried by the next read.
 ORGANIZATIONS_CONFIG = Config(
-    retries={"mode": "adaptive", "max_attempts": 5}, connect_timeout=5, read_timeout=10
+    retries={"mode": "adaptive", "max_attempts": 3}, connect_timeout=5, read_timeout=10
 )
 STS_CONFIG = Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5)
 SESSION_NAME = "vpce-approver"

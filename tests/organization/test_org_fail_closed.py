@@ -101,7 +101,7 @@ def test_throttled_after_retries_is_unknown_with_the_reason(
     assert not change.changed
     # botocore retried each call (the production config: 5 attempts, with backoff) ...
     attempts = directory.client.meta.config.retries["total_max_attempts"]
-    assert attempts == 6
+    assert attempts == 4
     assert throttle.sends == 2 * attempts  # the first read, and refresh's (members() backed off)
     assert len(no_backoff) >= attempts - 1
     # ... then gave up; one log line for the kind, a metric per failed read
