@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -469,9 +469,9 @@ class OrganizationsDirectory:
         paths: dict[str, tuple[str, ...]] = {}
         inactive: set[str] = set()
         ous: dict[str, tuple[str, ...]] = {}
-        queue: list[tuple[str, tuple[str, ...]]] = [(root, ())]
+        queue: deque[tuple[str, tuple[str, ...]]] = deque([(root, ())])
         while queue:
-            parent, path = queue.pop(0)
+            parent, path = queue.popleft()
             if len(ous) + 1 > MAX_PARENTS:
                 raise ReadError("malformed", f"more than {MAX_PARENTS} OUs: not read")
             for ou in self._pages(
@@ -617,16 +617,7 @@ class OrganizationsDirectory:
 
 
 def _with_epoch(snapshot: Snapshot, epoch: int) -> Snapshot:
-    return Snapshot(
-        snapshot.organization,
-        snapshot.root,
-        snapshot.paths,
-        snapshot.inactive,
-        snapshot.ous,
-        snapshot.loaded_at,
-        snapshot.digest,
-        epoch,
-    )
+    return replace(snapshot, epoch=epoch)
 
 
 def _diff(
