@@ -192,6 +192,18 @@ def test_placing_an_account_is_checked_as_aws_checks_it(provider: Provider) -> N
     org.move(account, sandbox)  # a valid move is moto's own
     assert org.parent_of(account) == sandbox
 
+    # an account outside the organization (an external partner): AWS says ChildNotFound
+    for child in ("111111111111", "ou-zzzz-zzzzzzzz"):
+        with pytest.raises(ClientError) as outside:
+            client.list_parents(ChildId=child)
+        assert _code(outside) == "ChildNotFoundException"  # moto: Account/OU NotFound
+
+
+def test_list_parents_without_an_organization(provider: Provider) -> None:
+    with pytest.raises(ClientError) as no_org:
+        provider.client("organizations").list_parents(ChildId="111111111111")
+    assert _code(no_org) == "AWSOrganizationsNotInUseException"  # moto: AccountNotFound
+
 
 def test_account_lifecycle_calls_publish_their_eventbridge_events(
     provider: Provider, org: Organization, events: list[dict[str, Any]]

@@ -11,7 +11,11 @@
      ``AccountNotFoundException``, ``SourceParentNotFoundException`` when the source parent does
      not exist or is not the account's parent (moto moves it from wherever it is),
      ``DestinationParentNotFoundException`` (moto: ``ParentNotFoundException``) and
-     ``DuplicateAccountException`` when the account is already there (moto: a silent no-op).
+     ``DuplicateAccountException`` when the account is already there (moto: a silent no-op);
+   * ``ListParents``: ``AWSOrganizationsNotInUseException`` without an organization and
+     ``ChildNotFoundException`` for an account or OU that is not in it (moto:
+     ``AccountNotFoundException`` / ``OrganizationalUnitNotFoundException``), which is how AWS
+     answers for an account outside the organization.
 
    A valid request reaches moto's own method unchanged, and every other call is moto's.
 
@@ -195,6 +199,20 @@ def _move_account(self: OrganizationsBackend, **kwargs: Any) -> Any:
     return result
 
 
+def _list_parents(self: OrganizationsBackend, **kwargs: Any) -> Any:
+    if self.org is None:
+        raise AWSOrganizationsNotInUseException
+    child = kwargs.get("ChildId")
+    known = any(a.id == child for a in self.accounts) or any(ou.id == child for ou in self.ou)
+    if not known:
+        raise _error(
+            "ChildNotFoundException",
+            "We can't find an organizational unit (OU) or AWS account with the ChildId that you"
+            " specified.",
+        )
+    return _ORIGINALS["list_parents"](self, **kwargs)
+
+
 def _create_account(self: OrganizationsBackend, **kwargs: Any) -> Any:
     result = _ORIGINALS["create_account"](self, **kwargs)
     status = dict(result["CreateAccountStatus"])
@@ -235,6 +253,7 @@ def _reset(self: OrganizationsBackend) -> None:
 _HOOKS: dict[str, Callable[..., Any]] = {
     "create_organizational_unit": _create_organizational_unit,
     "move_account": _move_account,
+    "list_parents": _list_parents,
     "create_account": _create_account,
     "close_account": _account_call("close_account"),
     "remove_account_from_organization": _account_call("remove_account_from_organization"),
