@@ -46,10 +46,6 @@ def test_demo_shows_each_decision_with_its_reason(text: str) -> None:
     assert text.rstrip().endswith("demo complete")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runtime.build passes no organization.directory yet (lead + i15-org): remove on merge",
-)
 def test_demo_onboards_a_new_account_by_its_ou_and_offboards_it_when_moved_out(text: str) -> None:
     """The organization step: an OU grant, a brand-new account moved into a child OU is on the
     allow-list and accepted with no registry edit for it; moved out, it is off the allow-list
