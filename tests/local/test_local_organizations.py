@@ -124,6 +124,54 @@ def test_organizations_calls_work_and_a_created_account_connects(
     assert conn["VpcEndpointOwner"] == account
 
 
+def test_an_ou_grant_onboards_a_created_account_and_a_move_out_offboards_it(
+    watched: tuple[local.LocalService, io.StringIO],
+) -> None:
+    """The README walkthrough's story through boto3: no registry edit for the new account, the
+    Organizations events start the sweeps, the terminal says each step."""
+    from vpce_approver.model import Grant, GrantStatus
+
+    running, out = watched
+    provider = Provider(endpoint_url=running.url)
+    svc = running.service
+    org = the_organization(provider)
+    workloads = org.create_ou(f"workloads-{time.monotonic_ns()}")
+    prod = org.create_ou("prod", workloads)
+    running.deployment.deps().registry.put(
+        Grant(svc.service_id, workloads, GrantStatus.ALLOW), by="test", now=datetime.now(UTC)
+    )
+    account = org.create_account("team-b")
+    org.move(account, prod)
+    principal = f"arn:aws:iam::{account}:root"
+    assert wait_for(lambda: any(principal in x for x in lines(out, "allow-list"))), out.getvalue()
+    joined = f"{account} joined"  # the sweep the events start (the grant's stream may list it)
+    assert wait_for(lambda: any(joined in x for x in lines(out, "membership"))), out.getvalue()
+
+    consumer = provider.consumer(account, role_name="OrganizationAccountAccessRole")
+    vpce = consumer.create_endpoint(svc.service_name)
+
+    def decided() -> list[str]:
+        return [x for x in lines(out, "decision") if vpce in x]
+
+    assert wait_for(decided), out.getvalue()
+    [decision] = decided()
+    assert "accept [allowed]" in decision
+    assert f"allowed by grant {svc.service_id}/{workloads} (path o-" in decision
+    assert decision.endswith(f" / {workloads} / {prod})")
+    assert wait_for(lambda: consumer.endpoint_state(vpce) == "available")
+
+    moved = out.getvalue().count(f"{account} moved")
+    org.move(account, org.root_id)
+    assert wait_for(lambda: out.getvalue().count(f"{account} moved") > moved), out.getvalue()
+    assert wait_for(
+        lambda: any("removed" in x and principal in x for x in lines(out, "allow-list"))
+    ), out.getvalue()
+    with pytest.raises(ClientError) as refused:
+        consumer.create_endpoint(svc.service_name)
+    assert refused.value.response["Error"]["Code"] == "InvalidServiceName"
+    assert consumer.endpoint_state(vpce) == "available"  # revocation is opt-in
+
+
 def test_event_lines_say_what_happened_to_which_account() -> None:
     management = "123456789012"
     create = organizations.event(
