@@ -1,7 +1,8 @@
 """OU / organization grants in template.yaml (issue 15): the parameters and their Rules, the
 environment of every function that decides or reconciles, least-privilege IAM in each mode (off,
-reading Organizations with the function roles, reading through a role in the management account),
-the optional Organizations event rule, and the documented role and forwarding rule (docs).
+reading Organizations with the function roles, reading through a role in the management account)
+for the functions and for the people who run explain / pending / doctor, the optional
+Organizations event rule, and the documented reader role and forwarding rule (docs).
 
 Every Organizations operation of botocore's model is tried against every function's role, so a
 mutating or unneeded action granted by mistake (or by a wildcard) fails here."""
@@ -232,6 +233,45 @@ def test_through_a_role_the_functions_may_only_assume_that_role(
                 assert statement.resources == (ROLE,), statement.source
                 assert not statement.not_actions
                 assert not statement.not_resources
+
+
+def person_policy(logical_id: str, parameters: Mapping[str, str]) -> policies.FunctionPolicy:
+    res = policies.resolver(SOURCE, **parameters)
+    document = res.resolve(SOURCE["Resources"][logical_id]["Properties"]["PolicyDocument"])
+    statements = [policies.Statement.from_json(s, logical_id) for s in document["Statement"]]
+    return policies.FunctionPolicy(logical_id, "-", statements)
+
+
+# explain / pending / doctor decide as the deployment does (the CLI reads the stack's
+# OrganizationGrants and OrganizationsRoleArn): the people who run them read the organization the
+# same way. Enrollers never decide.
+EXPLAINERS = ("RegistryEditorPolicy", "AuditorPolicy")
+
+
+@pytest.mark.parametrize("logical_id", [*EXPLAINERS, "ServiceEnrollerPolicy"])
+def test_people_who_explain_read_the_organization_as_the_functions_do(logical_id: str) -> None:
+    off = person_policy(logical_id, OFF)
+    assert granted_organizations_actions(off) == set()
+    assert not allowed(off, "sts:AssumeRole", ROLE)
+    direct = person_policy(logical_id, DIRECT)
+    granted = granted_organizations_actions(direct)
+    if logical_id not in EXPLAINERS:
+        assert granted == set()
+        assert not allowed(person_policy(logical_id, VIA_ROLE), "sts:AssumeRole", ROLE)
+        return
+    # The four typed reads share one statement on the root, OU and account ARNs (a read of a
+    # type the action does not take is never authorized that way: no extra power).
+    typed = {a for a, kinds in READS.items() if kinds != ("any",)}
+    expected = {(a, k) for a in READS if a not in typed for k in ARN} | {
+        (a, k) for a in typed for k in ("root", "ou", "account")
+    }
+    assert granted == expected
+    assert not allowed(direct, "sts:AssumeRole", ROLE)
+    via_role = person_policy(logical_id, VIA_ROLE)
+    assert granted_organizations_actions(via_role) == set()
+    assert allowed(via_role, "sts:AssumeRole", ROLE)
+    assert not allowed(via_role, "sts:AssumeRole", "*")
+    assert not allowed(via_role, "sts:AssumeRole", ROLE + "-2")
 
 
 def test_the_reads_the_adapter_makes_on_the_emulator_are_allowed(
