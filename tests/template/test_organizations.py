@@ -243,35 +243,53 @@ def person_policy(logical_id: str, parameters: Mapping[str, str]) -> policies.Fu
 
 
 # explain / pending / doctor decide as the deployment does (the CLI reads the stack's
-# OrganizationGrants and OrganizationsRoleArn): the people who run them read the organization the
-# same way. Enrollers never decide.
-EXPLAINERS = ("RegistryEditorPolicy", "AuditorPolicy")
+# OrganizationGrants and OrganizationsRoleArn): whoever runs them reads the organization the same
+# way, through a policy of its own (the people policies stay plain documents checkov can read).
+PEOPLE = ("RegistryEditorPolicy", "ServiceEnrollerPolicy", "AuditorPolicy")
+EXPLAIN = {"direct": "OrganizationsExplainPolicy", "role": "OrganizationsExplainThroughRolePolicy"}
 
 
-@pytest.mark.parametrize("logical_id", [*EXPLAINERS, "ServiceEnrollerPolicy"])
-def test_people_who_explain_read_the_organization_as_the_functions_do(logical_id: str) -> None:
-    off = person_policy(logical_id, OFF)
-    assert granted_organizations_actions(off) == set()
-    assert not allowed(off, "sts:AssumeRole", ROLE)
-    direct = person_policy(logical_id, DIRECT)
-    granted = granted_organizations_actions(direct)
-    if logical_id not in EXPLAINERS:
-        assert granted == set()
-        assert not allowed(person_policy(logical_id, VIA_ROLE), "sts:AssumeRole", ROLE)
-        return
-    # The four typed reads share one statement on the root, OU and account ARNs (a read of a
-    # type the action does not take is never authorized that way: no extra power).
+def existing(logical_id: str, parameters: Mapping[str, str]) -> bool:
+    condition = SOURCE["Resources"][logical_id].get("Condition")
+    return condition is None or policies.resolver(SOURCE, **parameters).condition(condition)
+
+
+def test_the_people_policies_themselves_never_change() -> None:
+    for parameters in (OFF, DIRECT, VIA_ROLE):
+        for logical_id in PEOPLE:
+            policy = person_policy(logical_id, parameters)
+            assert granted_organizations_actions(policy) == set(), logical_id
+            assert not allowed(policy, "sts:AssumeRole", ROLE), logical_id
+
+
+def test_explaining_with_ou_grants_reads_the_organization_as_the_functions_do() -> None:
+    assert not existing(EXPLAIN["direct"], OFF)
+    assert not existing(EXPLAIN["role"], OFF)
+    # Reading directly: the six reads. The four typed ones share one statement on root, OU and
+    # account ARNs (a read of a type the action does not take is never authorized that way).
+    assert existing(EXPLAIN["direct"], DIRECT)
+    assert not existing(EXPLAIN["role"], DIRECT)
+    direct = person_policy(EXPLAIN["direct"], DIRECT)
     typed = {a for a, kinds in READS.items() if kinds != ("any",)}
     expected = {(a, k) for a in READS if a not in typed for k in ARN} | {
         (a, k) for a in typed for k in ("root", "ou", "account")
     }
-    assert granted == expected
+    assert granted_organizations_actions(direct) == expected
     assert not allowed(direct, "sts:AssumeRole", ROLE)
-    via_role = person_policy(logical_id, VIA_ROLE)
+    # Through the reader role: only assuming it.
+    assert existing(EXPLAIN["role"], VIA_ROLE)
+    assert not existing(EXPLAIN["direct"], VIA_ROLE)
+    via_role = person_policy(EXPLAIN["role"], VIA_ROLE)
     assert granted_organizations_actions(via_role) == set()
     assert allowed(via_role, "sts:AssumeRole", ROLE)
-    assert not allowed(via_role, "sts:AssumeRole", "*")
-    assert not allowed(via_role, "sts:AssumeRole", ROLE + "-2")
+    for other in ("*", ROLE + "-2", ROLE.replace(MANAGEMENT, ACCOUNT)):
+        assert not allowed(via_role, "sts:AssumeRole", other)
+    # The output names whichever exists.
+    output = SOURCE["Outputs"]["OrganizationsExplainPolicyArn"]
+    assert output["Condition"] == "OrganizationGrantsOn"
+    for parameters, mode in ((DIRECT, "direct"), (VIA_ROLE, "role")):
+        res = policies.resolver(SOURCE, **parameters)
+        assert res.resolve(output["Value"]) == res.ref(EXPLAIN[mode])
 
 
 def test_the_reads_the_adapter_makes_on_the_emulator_are_allowed(
