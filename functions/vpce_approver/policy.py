@@ -133,6 +133,39 @@ def deciding_grant(
     return None
 
 
+def allowing_grant(
+    service_id: str,
+    account: str,
+    entries: Iterable[Entry],
+    now: datetime | None,
+    membership: Membership | None = None,
+) -> Grant | None:
+    """The grant that lets `account` connect to `service_id`, as decide() ranks them, for the
+    allow-list: a live deny that applies at any level (or a malformed item that reads as one),
+    or an OU/organization deny or malformed item that may apply to an account whose membership
+    is unknown, means none; else the most specific grant, when it is a live allow. Regions and
+    limits are per connection and do not matter here. `now=None` ignores expiry (what the grants
+    said, not whether they lapsed)."""
+    probe = Connection(service_id, "", account, "pendingAcceptance")
+    entries = list(entries)
+
+    def live(entry: Grant | MalformedItem) -> bool:
+        expires = entry.expires_at
+        return now is None or expires is None or expires > now
+
+    placed = _placed(probe, entries, membership)
+    for _, entry in placed:
+        if entry.status is GrantStatus.DENY and live(entry):
+            return None
+    for entry in _unplaced(probe, entries, membership):
+        if isinstance(entry, MalformedItem) or (entry.status is GrantStatus.DENY and live(entry)):
+            return None
+    grant = next((e for _, e in placed if isinstance(e, Grant)), None)
+    if grant is None or grant.status is not GrantStatus.ALLOW or not live(grant):
+        return None
+    return grant
+
+
 def via(grant: Grant | None, membership: Membership | None) -> str | None:
     """For an OU/organization grant: the account's path that matched."""
     if grant is None or grant.scope is Scope.ACCOUNT or membership is None:
@@ -274,15 +307,23 @@ def decide(
 
 
 def restrictions(
-    service_id: str, consumer: str, entries: Iterable[Entry], now: datetime
+    service_id: str,
+    consumer: str,
+    entries: Iterable[Entry],
+    now: datetime,
+    membership: Membership | None = None,
 ) -> list[str]:
     """What an unrestricted allow grant written at (service_id, consumer) would lift: Slack's
     Approve & register must never do that silently. The service's own item is what the new
-    grant replaces; without one, the `*` grant is what it would override for this service."""
-    mine = [e for e in entries if e.consumer == consumer]
-    specific = next((e for e in mine if e.service_id == service_id), None)
-    wildcard = next((e for e in mine if e.service_id == WILDCARD_SERVICE), None)
-    entry = specific if specific is not None else wildcard
+    grant replaces; without one, the most specific item it would override for this service
+    (the account's `*` grant, else its nearest OU's, ..., its organization's)."""
+    probe = Connection(service_id, "", consumer, "pendingAcceptance")
+    entries = list(entries)
+    if _unplaced(probe, entries, membership) and membership is not None:
+        # OU/organization items exist that cannot be placed: what they say is unknown.
+        return [f"account {consumer}'s place in the organization is unknown ({membership.error})"]
+    placed = _placed(probe, entries, membership)
+    entry = placed[0][1] if placed else None
     if entry is None:
         return []
     if isinstance(entry, MalformedItem):
