@@ -489,3 +489,15 @@ def test_the_stack_outputs_the_roles_the_reader_role_must_trust() -> None:
         res = policies.resolver(SOURCE, **parameters)
         listed = str(res.resolve(output["Value"])).split(",")
         assert listed == [res.get_att(f"{fn}Role", "Arn") for fn in deciders]
+
+
+def test_an_unreadable_organization_alarms_only_when_the_feature_is_on() -> None:
+    """MembershipUnknown (the sweep could not read the organization; a decision could not place
+    an account) means OU/organization grants accept nothing: with the feature on it pages."""
+    alarm = SOURCE["Resources"]["MembershipUnknownAlarm"]
+    assert alarm["Condition"] == "OrganizationGrantsOn"
+    assert not existing("MembershipUnknownAlarm", OFF)
+    assert existing("MembershipUnknownAlarm", DIRECT)
+    props = policies.resolver(SOURCE, **DIRECT).resolve(alarm["Properties"])
+    assert (props["Namespace"], props["MetricName"]) == ("VpceApprover", "MembershipUnknown")
+    assert props["AlarmActions"] == [policies.resolver(SOURCE).ref("AlarmTopic")]
