@@ -9,6 +9,7 @@ mutating or unneeded action granted by mistake (or by a wildcard) fails here."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Mapping
@@ -18,12 +19,14 @@ from typing import Any
 import botocore.session
 import pytest
 
+from vpce_approver import runtime
 from vpce_approver.config import ConfigError, Settings
 from vpce_approver.handlers import sweep as sweep_handler
 from vpce_tools import policies
 from vpce_tools import template as cfn_template
 from vpce_tools.commands import invoke
 from vpce_tools.emulator.world import Provider
+from vpce_tools.stack import LocalDeployment
 
 from .conftest import EVENTS, ROOT, CallRecorder
 from .test_deploy_rules import failed_rules
@@ -327,6 +330,90 @@ def test_the_reads_the_adapter_makes_on_the_emulator_are_allowed(
     via_role = policies_for(transformed, **VIA_ROLE)
     for function in DECIDERS:
         assert allowed(via_role[function], assume.action, assume.resources[0]), function
+
+
+def test_the_organizations_adapters_calls_are_allowed(
+    transformed: dict[str, Any],
+    provider: Provider,
+    deployment: LocalDeployment,
+    recorder: CallRecorder,
+) -> None:
+    """The deployment's own adapter (organization.py, as runtime.build() makes it), run on the
+    emulator's organization and recorded: the sweep's refresh (the whole tree, the epoch record)
+    is allowed to SweepFunction; a cold container's lookups and confirm() to every deciding
+    function; OU members (allow-lists) to the registry stream and the sweep. Through a role, the
+    function's only own call is AssumeRole on it, and the documented reader role's permissions
+    allow every Organizations call."""
+    organization = pytest.importorskip("vpce_approver.organization")  # i15-org's adapter
+    org = provider.client("organizations")
+    org.create_organization(FeatureSet="ALL")
+    [root] = org.list_roots()["Roots"]
+    workloads = org.create_organizational_unit(ParentId=root["Id"], Name="workloads")
+    prod = org.create_organizational_unit(
+        ParentId=workloads["OrganizationalUnit"]["Id"], Name="prod"
+    )["OrganizationalUnit"]["Id"]
+    created = org.create_account(Email="payments@example.com", AccountName="payments")
+    member = created["CreateAccountStatus"]["AccountId"]
+    org.move_account(AccountId=member, SourceParentId=root["Id"], DestinationParentId=prod)
+    settings = dataclasses.replace(deployment.settings, organization_grants=True)
+    runtime.bind_tables(settings)
+    direct = policies_for(transformed, **DIRECT)
+
+    def check(functions: tuple[str, ...], calls: list[policies.Call]) -> None:
+        assert calls
+        for function in functions:
+            for call in policies.unique(calls):
+                for resource in call.resources:
+                    decision = direct[function].decide(call.action, resource, {})
+                    assert decision.allowed, (function, call.action, resource, decision.reason)
+
+    recorder.calls.clear()
+    sweep = organization.directory(settings)
+    change = sweep.refresh(record=True)
+    assert change.error is None, change.error
+    assert change.epoch >= 1  # the first tree recorded
+    check(("SweepFunction",), recorder.calls)
+
+    recorder.calls.clear()
+    cold = organization.directory(settings)  # another container: reads and confirms
+    [membership] = cold.memberships([member]).values()
+    assert membership.path == (prod, workloads["OrganizationalUnit"]["Id"])
+    cold.confirm()
+    check(DECIDERS, recorder.calls)
+    recorder.calls.clear()
+    assert organization.directory(settings).members(prod) == frozenset({member})  # cold too
+    check(("RegistryStreamFunction", "SweepFunction"), recorder.calls)
+    # A later sweep in a cold container diffs the tree against the recorded one (chunk reads,
+    # a new record, the old one deleted).
+    org.move_account(AccountId=member, SourceParentId=prod, DestinationParentId=root["Id"])
+    recorder.calls.clear()
+    moved = organization.directory(settings).refresh(record=True)
+    assert member in moved.moved
+    assert "dynamodb:BatchGetItem" in {c.action for c in recorder.calls}
+    check(("SweepFunction",), recorder.calls)
+
+    # Through a role (here in the same account: moto's organization lives there).
+    role = f"arn:aws:iam::{ACCOUNT}:role/vpce-approver-organizations-read"
+    via = dataclasses.replace(settings, organizations_role_arn=role)
+    via_role = policies_for(transformed, **{**VIA_ROLE, "OrganizationsRoleArn": role})
+    documented = json_blocks(section(DEPLOY_DOC, "OU and organization grants: the IAM they need"))
+    reader = next(b for b in documented if "organizations:ListParents" in json.dumps(b))
+    reader_role = policies.FunctionPolicy(
+        "reader-role", "-", [policies.Statement.from_json(s, "docs") for s in reader["Statement"]]
+    )
+    recorder.calls.clear()
+    assert organization.directory(via).refresh(record=False).error is None
+    calls = policies.unique(recorder.calls)
+    assert "sts:AssumeRole" in {c.action for c in calls}
+    for call in calls:
+        if call.action.startswith("organizations:"):
+            for resource in call.resources:
+                assert allowed(reader_role, call.action, resource), call
+                for function in DECIDERS:
+                    assert not allowed(via_role[function], call.action, resource)
+        elif call.action == "sts:AssumeRole":
+            for function in DECIDERS:
+                assert allowed(via_role[function], call.action, call.resources[0]), function
 
 
 # ---------------------------------------------------------------------- Organizations events
