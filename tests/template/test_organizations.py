@@ -238,6 +238,27 @@ def test_through_a_role_the_functions_may_only_assume_that_role(
                 assert not statement.not_resources
 
 
+# IAM quota: a role's inline policies may total 10,240 characters (whitespace not counted).
+ROLE_INLINE_POLICY_LIMIT = 10_240
+
+
+@pytest.mark.parametrize("parameters", [OFF, DIRECT, VIA_ROLE], ids=["off", "direct", "via-role"])
+def test_every_role_stays_within_the_inline_policy_quota(
+    transformed: dict[str, Any], parameters: dict[str, str]
+) -> None:
+    res = policies.resolver(transformed, **parameters)
+    sizes = {
+        logical_id: sum(
+            len(json.dumps(p["PolicyDocument"], separators=(",", ":")))
+            for p in res.resolve(resource["Properties"].get("Policies") or [])
+        )
+        for logical_id, resource in transformed["Resources"].items()
+        if resource["Type"] == "AWS::IAM::Role"
+    }
+    assert sizes["SweepFunctionRole"] > 1000  # measured, not an empty document
+    assert max(sizes.values()) <= ROLE_INLINE_POLICY_LIMIT, sizes
+
+
 def person_policy(logical_id: str, parameters: Mapping[str, str]) -> policies.FunctionPolicy:
     res = policies.resolver(SOURCE, **parameters)
     document = res.resolve(SOURCE["Resources"][logical_id]["Properties"]["PolicyDocument"])
