@@ -28,8 +28,9 @@ from vpce_tools.commands import invoke
 from vpce_tools.emulator.world import Provider
 from vpce_tools.stack import LocalDeployment
 
-from .conftest import EVENTS, ROOT, CallRecorder
+from .conftest import EVENTS, ROOT, SLACK_TEST_SIGNING_SECRET, CallRecorder, World
 from .test_deploy_rules import failed_rules
+from .test_function_permissions import context_for, succeeded
 
 SOURCE = cfn_template.load()
 PARAMETERS: Mapping[str, Any] = SOURCE["Parameters"]
@@ -609,3 +610,47 @@ def test_an_unreadable_organization_alarms_only_when_the_feature_is_on() -> None
     props = policies.resolver(SOURCE, **DIRECT).resolve(alarm["Properties"])
     assert (props["Namespace"], props["MetricName"]) == ("VpceApprover", "MembershipUnknown")
     assert props["AlarmActions"] == [policies.resolver(SOURCE).ref("AlarmTopic")]
+
+
+# ---------------------------------------------------------------- the functions, organization on
+PAYLOADS = [
+    pytest.param(fn, path, id=f"{fn}/{path.name}")
+    for fn in FUNCTIONS
+    for path in sorted((EVENTS / fn).glob("*.json"))
+]
+
+
+@pytest.mark.parametrize(("function", "path"), PAYLOADS)
+def test_with_organization_grants_every_call_is_still_allowed(
+    world: World, recorder: CallRecorder, transformed: dict[str, Any], function: str, path: Path
+) -> None:
+    """Every payload of events/ again, now with OrganizationGrants=true in an organization (the
+    provider's account is its management account): the handlers as runtime.build() wires them
+    read memberships, and every call they make (Organizations reads, the epoch record included)
+    is allowed by the function's role in that mode."""
+    org = world.provider.client("organizations")
+    org.create_organization(FeatureSet="ALL")
+    [root] = org.list_roots()["Roots"]
+    org.create_organizational_unit(ParentId=root["Id"], Name="workloads")
+    parameters = {**world.parameters, "OrganizationGrants": "true"}
+    spec = invoke.function_spec(function, parameters=parameters)
+    event = world.event(path)
+    if invoke.is_slack_request(event):
+        event = invoke.sign_slack_request(event, SLACK_TEST_SIGNING_SECRET)
+    invoke.ensure_queues(spec, world.provider.client("sqs"), "https://sqs.us-east-1.amazonaws.com")
+    recorder.calls.clear()
+    result = invoke.invoke(spec, event, overrides=world.env)
+    assert succeeded(result), f"{function} did not handle {path.name}: {result}"
+    calls = [c for c in policies.unique(recorder.calls) if c.action not in policies.NO_PERMISSION]
+    if function == "SweepFunction":  # reads the whole tree first, every run
+        assert "organizations:ListOrganizationalUnitsForParent" in {c.action for c in calls}
+    policy = policies.function_policies(transformed, **parameters)[function]
+    refused = [
+        f"{call.action} on {resource}: {decision.reason}"
+        for call in calls
+        for resource in call.resources
+        if not (
+            decision := policy.decide(call.action, resource, context_for(world, resource))
+        ).allowed
+    ]
+    assert not refused, f"{function} ({path.name}) lacks permissions:\n" + "\n".join(refused)
