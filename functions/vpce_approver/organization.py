@@ -73,7 +73,6 @@ MAX_PARENTS = 5000  # root + OUs read in one snapshot (AWS's default quota is 1,
 LOOKUP_LIMIT = 10  # single-account lookups per memberships() call before a tree read instead
 LOOKUP_CACHE = 10_000  # cached single-account answers (oldest dropped first)
 ERROR_BACKOFF = 10.0  # seconds a failed tree read is not retried by memberships()/members()
-METRIC_FAILURES = "OrganizationsReadFailures"
 THROTTLED = frozenset({"TooManyRequestsException", "Throttling", "ThrottlingException"})
 NOT_FOUND = frozenset({"ChildNotFoundException", "AccountNotFoundException"})
 DENIED = frozenset({"AccessDeniedException", "AccessDenied", "AccessDeniedForDependencyException"})
@@ -426,7 +425,7 @@ class OrganizationsDirectory:
         error = classify(exc)
         self._failure = (error, self.clock())
         if self.metrics is not None:
-            self.metrics.add_metric(METRIC_FAILURES, "Count", 1)
+            self.metrics.add_metric("OrganizationsReadFailures", "Count", 1)
         if error.kind != self._logged:  # one line per failure kind, not per account or call
             log.warning("AWS Organizations unreadable: %s", error.reason)
             self._logged = error.kind

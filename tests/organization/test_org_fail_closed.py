@@ -24,7 +24,6 @@ from moto.core import enable_iam_authentication
 from vpce_approver.config import Settings
 from vpce_approver.model import MemberState
 from vpce_approver.organization import (
-    METRIC_FAILURES,
     organizations_client,
     organizations_region,
 )
@@ -108,7 +107,7 @@ def test_throttled_after_retries_is_unknown_with_the_reason(
     assert [r.getMessage() for r in caplog.records].count(
         f"AWS Organizations unreadable: {got[account].error}"
     ) == 1
-    assert recorder.values[METRIC_FAILURES] == 2
+    assert recorder.values["OrganizationsReadFailures"] == 2
 
     # Within the backoff nothing more is sent; once Organizations answers, so does the directory.
     throttle.on = False
