@@ -4,7 +4,7 @@ makes on placing an account, account-lifecycle events, and reset."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -289,3 +289,41 @@ def test_the_server_routes_organizations_and_a_created_account_connects() -> Non
         assert org.client.list_parents(ChildId=account)["Parents"][0]["Type"] == (
             "ORGANIZATIONAL_UNIT"
         )
+
+
+def _matches(pattern: Mapping[str, Any], event: Any) -> bool:
+    """EventBridge matching for lists of exact values and nested objects (the rule's forms)."""
+    if not isinstance(event, Mapping):
+        return False
+    for key, expected in pattern.items():
+        value = event.get(key)
+        if isinstance(expected, Mapping):
+            if not _matches(expected, value):
+                return False
+        elif not any(v in expected for v in (value if isinstance(value, list) else [value])):
+            return False
+    return True
+
+
+def test_the_events_match_the_deployed_organization_events_rule(
+    org: Organization, events: list[dict[str, Any]]
+) -> None:
+    """What the emulator publishes is what the template's OrganizationEventsRule listens for,
+    so `vpce-approver local` sweeps on the same events a deployment does."""
+    from vpce_tools import template
+
+    rule = template.load()["Resources"]["OrganizationEventsRule"]["Properties"]["EventPattern"]
+    assert not _matches(rule, {"source": "aws.ec2", "detail": {}})  # the matcher can say no
+    account = org.create_account("team-b", parent=org.create_ou("workloads"))
+    leaving = org.create_account("team-c")
+    org.client.remove_account_from_organization(AccountId=leaving)
+    org.close(account)
+    names = {e["detail"]["eventName"] for e in events}
+    assert names == {
+        "CreateAccountResult",
+        "MoveAccount",
+        "RemoveAccountFromOrganization",
+        "CloseAccount",
+    }
+    for e in events:
+        assert _matches(rule, e), e
