@@ -205,6 +205,35 @@ def test_list_parents_without_an_organization(provider: Provider) -> None:
     assert _code(no_org) == "AWSOrganizationsNotInUseException"  # moto: AccountNotFound
 
 
+def test_a_member_account_may_not_read_or_change_the_tree(
+    provider: Provider, org: Organization
+) -> None:
+    """Only the management account (or a delegated administrator) may: a member is denied,
+    where moto answered from the member's own empty backend."""
+    workloads = org.create_ou("workloads")
+    account = org.create_account("team-b", parent=workloads)
+    member = provider.consumer(account).client("organizations")
+    assert member.describe_organization()["Organization"]["Id"] == org.organization_id
+    for call in (
+        lambda: member.list_parents(ChildId=account),
+        lambda: member.create_organizational_unit(ParentId=org.root_id, Name="mine"),
+        lambda: member.move_account(
+            AccountId=account, SourceParentId=workloads, DestinationParentId=org.root_id
+        ),
+    ):
+        with pytest.raises(ClientError) as denied:
+            call()
+        assert _code(denied) == "AccessDeniedException"
+    assert org.parent_of(account) == workloads
+    # a delegated administrator may read (moto: from its own, empty backend; not emulated)
+    org.client.register_delegated_administrator(
+        AccountId=account, ServicePrincipal="ssm.amazonaws.com"
+    )
+    with pytest.raises(ClientError) as not_emulated:
+        member.list_parents(ChildId=account)
+    assert _code(not_emulated) == "AccountNotFoundException"  # moto's answer, kept
+
+
 def test_account_lifecycle_calls_publish_their_eventbridge_events(
     provider: Provider, org: Organization, events: list[dict[str, Any]]
 ) -> None:

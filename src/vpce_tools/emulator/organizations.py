@@ -12,10 +12,12 @@
      not exist or is not the account's parent (moto moves it from wherever it is),
      ``DestinationParentNotFoundException`` (moto: ``ParentNotFoundException``) and
      ``DuplicateAccountException`` when the account is already there (moto: a silent no-op);
-   * ``ListParents``: ``AWSOrganizationsNotInUseException`` without an organization and
-     ``ChildNotFoundException`` for an account or OU that is not in it (moto:
-     ``AccountNotFoundException`` / ``OrganizationalUnitNotFoundException``), which is how AWS
-     answers for an account outside the organization.
+   * ``ListParents``: ``ChildNotFoundException`` for an account or OU that is not in the
+     organization (moto: ``AccountNotFoundException`` / ``OrganizationalUnitNotFoundException``),
+     which is how AWS answers for an account outside it;
+   * all three from a member account: ``AccessDeniedException`` (only the management account
+     may; a delegated administrator may read, which moto answers from its own, empty backend),
+     and ``AWSOrganizationsNotInUseException`` from an account in no organization.
 
    A valid request reaches moto's own method unchanged, and every other call is moto's.
 
@@ -142,6 +144,22 @@ def _error(code: str, message: str) -> OrganizationsClientError:
     return OrganizationsClientError(code, message)
 
 
+def _require_management(backend: OrganizationsBackend, *, read: bool = False) -> bool:
+    """True when the management account calls. A member account is denied (AWS:
+    AccessDeniedException), except a delegated administrator reading (False: moto's own answer,
+    which reads the member's own, empty backend: delegated reads are not emulated); an account
+    in no organization is told so."""
+    if backend.org is not None:
+        return True
+    member = organizations_backends.master_accounts.get(backend.account_id)
+    if member is None:
+        raise AWSOrganizationsNotInUseException
+    management = organizations_backends[member[0]][member[1]]
+    if read and any(a.account.id == backend.account_id for a in management.admins):
+        return False
+    raise _error("AccessDeniedException", "You don't have permissions to access this resource.")
+
+
 def _container(backend: OrganizationsBackend, parent_id: Any) -> Any:
     """The root or OU with this ID, or None."""
     return next((ou for ou in backend.ou if ou.id == parent_id), None)
@@ -151,8 +169,7 @@ _ORIGINALS: dict[str, Callable[..., Any]] = {}
 
 
 def _create_organizational_unit(self: OrganizationsBackend, **kwargs: Any) -> Any:
-    if self.org is None:
-        raise AWSOrganizationsNotInUseException
+    _require_management(self)
     if _container(self, kwargs.get("ParentId")) is None:
         raise _error(
             "ParentNotFoundException",
@@ -162,8 +179,7 @@ def _create_organizational_unit(self: OrganizationsBackend, **kwargs: Any) -> An
 
 
 def _move_account(self: OrganizationsBackend, **kwargs: Any) -> Any:
-    if self.org is None:
-        raise AWSOrganizationsNotInUseException
+    _require_management(self)
     account = next((a for a in self.accounts if a.id == kwargs.get("AccountId")), None)
     if account is None:
         raise AccountNotFoundException
@@ -200,8 +216,8 @@ def _move_account(self: OrganizationsBackend, **kwargs: Any) -> Any:
 
 
 def _list_parents(self: OrganizationsBackend, **kwargs: Any) -> Any:
-    if self.org is None:
-        raise AWSOrganizationsNotInUseException
+    if not _require_management(self, read=True):
+        return _ORIGINALS["list_parents"](self, **kwargs)
     child = kwargs.get("ChildId")
     known = any(a.id == child for a in self.accounts) or any(ou.id == child for ou in self.ou)
     if not known:
