@@ -4,9 +4,11 @@ fails.
 
 Service checks: available, acceptance required, managed by this deployment (enrollment + tag),
 allowed principals against the registry (missing / extra: the sweep's allow-list drift),
-connection notification in place, private DNS name verified, published AZs, NLB cross-zone load
-balancing, target group health. For an endpoint, also: the consumer on the allowed principals,
-the connection's state, and the decision the registry gives it."""
+connection notification in place, OU/organization grants (do they decide at all: the deployment
+reads AWS Organizations, and can it), private DNS name verified, published AZs, NLB cross-zone
+load balancing, target group health. For an endpoint, also: the consumer on the allowed
+principals, where it sits in the organization, the connection's state, and the decision the
+registry gives it."""
 
 from __future__ import annotations
 
@@ -17,8 +19,9 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from vpce_approver import runtime
 from vpce_approver.converge import Deps, preview
-from vpce_approver.model import Action, Connection, norm_state
+from vpce_approver.model import WILDCARD_SERVICE, Action, Connection, Scope, norm_state, scope_of
 from vpce_approver.sweep.principals import inspect as allow_list_drift
 
 from . import _support as s
@@ -229,6 +232,75 @@ def check_targets(elbv2: Any, lb_arn: str, name: str) -> Check:
     return Check("target health", WARN if unhealthy else OK, detail)
 
 
+ORGANIZATION_CHECK = "organization grants"
+
+
+def _organization_grants(service_id: str, deps: Deps) -> list[str]:
+    """Labels of the OU/organization items (malformed ones too) that can decide on the service:
+    its own and the `*` ones."""
+    entries = [
+        *deps.registry.entries(service=service_id),
+        *deps.registry.entries(service=WILDCARD_SERVICE),
+    ]
+    return [e.label for e in entries if scope_of(e.consumer) is not Scope.ACCOUNT]
+
+
+def _some(labels: list[str], n: int = 3) -> str:
+    more = f" (+{len(labels) - n} more)" if len(labels) > n else ""
+    return ", ".join(labels[:n]) + more
+
+
+def check_organization(
+    service_id: str, deps: Deps, *, on: bool, source: str, owner: str | None = None
+) -> list[Check]:
+    """OU/organization grants decide only when the deployment reads AWS Organizations: off, they
+    accept nothing and an OU/organization deny does not reject (the connections they would cover
+    escalate, membership-unknown). On: can Organizations be read (the directory the decision
+    path uses), and for a connection, where its owner sits."""
+    labels = _organization_grants(service_id, deps)
+    if not on:
+        if not labels:
+            return []
+        return [
+            Check(
+                ORGANIZATION_CHECK,
+                WARN,
+                f"{len(labels)} OU/organization grant(s) ({_some(labels)}) but this deployment"
+                f" does not read AWS Organizations ({source}: off): they accept nothing, and an"
+                " OU/organization deny does not reject (connections they cover escalate as"
+                " membership-unknown); deploy with OrganizationGrants=true",
+            )
+        ]
+    directory = getattr(deps.registry, "directory", None)
+    what = f"{len(labels)} OU/organization grant(s)" + (f": {_some(labels)}" if labels else "")
+    if directory is None:
+        return [
+            Check(
+                ORGANIZATION_CHECK,
+                WARN,
+                f"on ({source}); {what}; this CLI has no Organizations reader to check with",
+            )
+        ]
+    if owner is not None:
+        found = directory.memberships([owner]).get(owner)
+        error = found.error if found is not None and not found.known else None
+        where = found.describe() if found is not None else "unknown"
+    else:
+        change = directory.refresh(record=False)
+        error, where = change.error, ""
+    if error:
+        return [
+            Check(
+                ORGANIZATION_CHECK,
+                FAIL if labels else WARN,
+                f"on ({source}), but AWS Organizations cannot be read ({error}): nothing is"
+                f" accepted on an OU/organization grant (membership-unknown escalations); {what}",
+            )
+        ]
+    place = f"; {owner} sits at {where}" if owner is not None else ""
+    return [Check(ORGANIZATION_CHECK, OK, f"on ({source}), Organizations readable; {what}{place}")]
+
+
 # ----------------------------------------------------------------------------- connection checks
 
 
@@ -281,9 +353,9 @@ def _guard(name: str, check: Callable[[], Check | list[Check]]) -> list[Check]:
 
 
 def diagnose(target: str, args: argparse.Namespace) -> tuple[list[Check], str]:
-    settings = s.settings(args)
+    settings, source = s.decision_settings(args)
     ec2 = s.client("ec2", settings)
-    deps = s.deps(args)
+    deps = runtime.build(settings)
     conn: Connection | None = None
     if target.startswith("vpce-svc-"):
         service_id = service_id_arg(target)
@@ -299,6 +371,13 @@ def diagnose(target: str, args: argparse.Namespace) -> tuple[list[Check], str]:
     checks += _guard("managed", lambda: check_managed(config, deps, args.stack))
     checks += _guard("connection notification", lambda: check_notification(ec2, service_id, topic))
     checks += _guard("allowed principals", lambda: check_allow_list(service_id, deps))
+    owner = conn.owner if conn is not None else None
+    checks += _guard(
+        ORGANIZATION_CHECK,
+        lambda: check_organization(
+            service_id, deps, on=settings.organization_grants, source=source, owner=owner
+        ),
+    )
     checks += _guard("private DNS name", lambda: check_private_dns(config))
     checks += _guard("availability zones", lambda: check_azs(config))
     checks += _guard("load balancer", lambda: check_load_balancers(elbv2, config))
