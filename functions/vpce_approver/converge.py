@@ -147,7 +147,12 @@ def _decide_all(
     decisions = []
     for conn in sorted(pending, key=lambda c: c.created or now):
         decision = decide(
-            conn, found.entries(conn.owner), counts[conn.owner], now, deps.settings.default_decision
+            conn,
+            found.entries(conn.owner),
+            counts[conn.owner],
+            now,
+            deps.settings.default_decision,
+            found.membership(conn.owner),
         )
         if decision.action is Action.ACCEPT:
             counts[conn.owner] += 1
@@ -164,7 +169,7 @@ def _limit_counts(
     """Live (pending/available) connections per consumer, read only for consumers whose deciding
     grant has a max_endpoints limit (one extra Describe, none on the common path); converge
     holds their limit leases while it counts, decides and accepts."""
-    limited = limited_consumers(pending, found.entries)
+    limited = limited_consumers(pending, found)
     if not limited:
         return Counter()
     conns = deps.ec2.connections(service_id, states=["pending", "available"], owners=limited)
@@ -250,7 +255,7 @@ def converge(
 
     # A limit admits the earliest connections: a limited consumer's waiting connections are all
     # decided together, in creation order, under its limit lease (limits.py), not only those named.
-    limited = limited_consumers(pending, found.entries)
+    limited = limited_consumers(pending, found)
     if not limited:
         return _act(service_id, pending, found, deps, report, trigger=trigger, actor=actor)
     named = {c.vpc_endpoint_id for c in pending}

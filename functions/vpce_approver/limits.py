@@ -32,13 +32,14 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from pynamodb.attributes import NumberAttribute, UnicodeAttribute
 from pynamodb.exceptions import UpdateError
 from pynamodb.models import Model
 
-from .model import Connection, Grant, MalformedItem
-from .policy import matching_grants
+from .model import Connection, Grant, MalformedItem, Membership
+from .policy import deciding_grant
 from .tables import bound_like
 
 log = logging.getLogger("vpce_approver.limits")
@@ -69,14 +70,20 @@ def _model() -> type[LeaseItem]:
     return bound_like(LeaseItem)
 
 
-def limited_consumers(
-    pending: Iterable[Connection], entries: Callable[[str], Sequence[Grant | MalformedItem]]
-) -> set[str]:
-    """Consumers whose deciding grant (the service's own, else `*`) has a max_endpoints limit."""
+class Found(Protocol):
+    """What limited_consumers reads of a registry lookup (registry.Lookup)."""
+
+    def entries(self, consumer: str) -> Sequence[Grant | MalformedItem]: ...
+
+    def membership(self, consumer: str) -> Membership | None: ...
+
+
+def limited_consumers(pending: Iterable[Connection], found: Found) -> set[str]:
+    """Consumers whose deciding grant (the most specific that applies: their own, their OU's,
+    their organization's; the service's before `*`) has a max_endpoints limit (per account)."""
     out = set()
     for conn in pending:
-        specific, wildcard = matching_grants(conn, entries(conn.owner))
-        grant = specific or wildcard
+        grant = deciding_grant(conn, found.entries(conn.owner), found.membership(conn.owner))
         if grant is not None and grant.max_endpoints is not None:
             out.add(conn.owner)
     return out

@@ -274,15 +274,23 @@ def decide(
 
 
 def restrictions(
-    service_id: str, consumer: str, entries: Iterable[Entry], now: datetime
+    service_id: str,
+    consumer: str,
+    entries: Iterable[Entry],
+    now: datetime,
+    membership: Membership | None = None,
 ) -> list[str]:
     """What an unrestricted allow grant written at (service_id, consumer) would lift: Slack's
     Approve & register must never do that silently. The service's own item is what the new
-    grant replaces; without one, the `*` grant is what it would override for this service."""
-    mine = [e for e in entries if e.consumer == consumer]
-    specific = next((e for e in mine if e.service_id == service_id), None)
-    wildcard = next((e for e in mine if e.service_id == WILDCARD_SERVICE), None)
-    entry = specific if specific is not None else wildcard
+    grant replaces; without one, the most specific item it would override for this service
+    (the account's `*` grant, else its nearest OU's, ..., its organization's)."""
+    probe = Connection(service_id, "", consumer, "pendingAcceptance")
+    entries = list(entries)
+    if _unplaced(probe, entries, membership) and membership is not None:
+        # OU/organization items exist that cannot be placed: what they say is unknown.
+        return [f"account {consumer}'s place in the organization is unknown ({membership.error})"]
+    placed = _placed(probe, entries, membership)
+    entry = placed[0][1] if placed else None
     if entry is None:
         return []
     if isinstance(entry, MalformedItem):

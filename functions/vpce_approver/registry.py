@@ -17,10 +17,20 @@ from pynamodb.exceptions import AttributeDeserializationError, UpdateError
 from pynamodb.pagination import ResultIterator
 
 from . import validation as v
-from .model import WILDCARD_SERVICE, Grant, GrantStatus, MalformedItem, Scope, scope_of
+from .membership import Directory
+from .model import (
+    WILDCARD_SERVICE,
+    Grant,
+    GrantStatus,
+    MalformedItem,
+    Membership,
+    Scope,
+    scope_of,
+)
 from .tables import SERVICE_MARKER, RegistryItem
 
 BATCH_GET_MAX = 100
+ORG_KEY_FROM = "o-"  # the smallest OU/organization consumer key ("o-…" < "ou-…")
 
 log = logging.getLogger("vpce_approver.registry")
 
@@ -312,6 +322,16 @@ def query_items(service_id: str, *, consistent_read: bool = False) -> list[Store
     return _tolerant("query", (service_id,), {"consistent_read": consistent_read})
 
 
+def org_items(service_id: str) -> list[StoredItem]:
+    """The OU/organization items of one service partition (or `*`): consumers `o-…` and `ou-…`
+    sort after every account ID and after `#service`, so one range Query reads them all."""
+    return _tolerant(
+        "query",
+        (service_id,),
+        {"consistent_read": True, "range_key_condition": RegistryItem.consumer >= ORG_KEY_FROM},
+    )
+
+
 def consumer_items(consumer: str) -> list[StoredItem]:
     """RegistryItem.by_consumer.query(consumer): every service's item for one consumer."""
     return _tolerant("query", (consumer,), {"index_name": RegistryItem.by_consumer.Meta.index_name})
@@ -343,21 +363,43 @@ def to_entry(item: StoredItem, *, allow_wildcard_principal: bool = False) -> Gra
 
 @dataclass
 class Lookup:
-    """One registry read for a converge: managed services, grants and malformed items by key."""
+    """One registry read for a converge: managed services, grants and malformed items by key,
+    and (with OU/organization grants on) where each consumer sits in the organization."""
 
     managed: set[str] = dataclasses.field(default_factory=set)
     grants: dict[tuple[str, str], Grant] = dataclasses.field(default_factory=dict)
     malformed: dict[tuple[str, str], MalformedItem] = dataclasses.field(default_factory=dict)
+    memberships: dict[str, Membership] = dataclasses.field(default_factory=dict)
 
     @property
     def errors(self) -> dict[str, str]:
-        """{consumer: message} for every consumer with a malformed item."""
+        """{consumer: message} for every consumer (account, OU, organization) with a malformed
+        item."""
         return {m.consumer: m.message for m in self.malformed.values()}
 
+    def membership(self, consumer: str) -> Membership | None:
+        """Where the account sits in the organization; None when the deployment reads none."""
+        return self.memberships.get(consumer)
+
+    def _wanted(self, consumer: str) -> Callable[[str], bool]:
+        found = self.memberships.get(consumer)
+        if found is None:  # no organization read: only the account's own items
+            return lambda key: key == consumer
+        if not found.known:  # every OU/organization item read may apply: the policy decides
+            return lambda key: key == consumer or scope_of(key) is not Scope.ACCOUNT
+        scopes = {consumer, *found.scopes()}
+        return lambda key: key in scopes
+
     def entries(self, consumer: str) -> list[Grant | MalformedItem]:
-        """What the policy decides on for one consumer."""
-        found: list[Grant | MalformedItem] = [g for k, g in self.grants.items() if k[1] == consumer]
-        return found + [m for k, m in self.malformed.items() if k[1] == consumer]
+        """What the policy decides on for one consumer: its own items and those of its OUs and
+        organization (all OU/organization items read, when its membership is unknown)."""
+        wanted = self._wanted(consumer)
+        found: list[Grant | MalformedItem] = [g for k, g in self.grants.items() if wanted(k[1])]
+        return found + [m for k, m in self.malformed.items() if wanted(k[1])]
+
+    def org_items(self) -> bool:
+        """Whether any OU/organization item was read (membership then matters)."""
+        return any(scope_of(k[1]) is not Scope.ACCOUNT for k in (*self.grants, *self.malformed))
 
 
 class Registry:
@@ -365,37 +407,65 @@ class Registry:
     read is tolerant: a malformed item is reported (key, field) and skipped or returned as a
     MalformedItem, never a crash for everyone."""
 
-    def __init__(self, *, allow_wildcard_principal: bool = False) -> None:
+    def __init__(
+        self, *, allow_wildcard_principal: bool = False, directory: Directory | None = None
+    ) -> None:
         self.allow_wildcard_principal = allow_wildcard_principal
+        self.directory = directory  # OU/organization grants: where accounts sit (membership.py)
 
     def entry(self, item: StoredItem) -> Grant | MalformedItem:
         return to_entry(item, allow_wildcard_principal=self.allow_wildcard_principal)
 
     def read(self, service_ids: Iterable[str], consumers: Iterable[str]) -> Lookup:
         """One BatchGetItem per 100 keys: managed services among service_ids, grants and
-        malformed items by key. Keys: (svc, c), (*, c), (svc, #service).
+        malformed items by key. Keys: (svc, c), (*, c), (svc, #service), and with a directory
+        (OU/organization grants on) (svc, scope) and (*, scope) for every OU on the consumers'
+        paths and their organization, in the same call.
 
         With more than 100 consumers (a sweep chunk, a burst) the `*` grants come from one Query
         of the `*` partition instead of one key per consumer: that partition holds only the few
-        grants meant for every service, so one call replaces len(consumers) / 100 of them."""
+        grants meant for every service, so one call replaces len(consumers) / 100 of them.
+
+        When an OU/organization item was read, the directory confirms that its memberships are
+        not older than the last change the deployment recorded (membership.py); if they are,
+        they are read again, and so is the registry. A consumer whose membership is unknown
+        gets every OU/organization item of the services (one Query each): the policy then
+        escalates rather than guess."""
         services = sorted(set(service_ids))
         consumers = sorted(set(consumers))
+        directory = self.directory
+        memberships = directory.memberships(consumers) if directory is not None else {}
+        found = self._read(services, consumers, memberships)
+        if directory is not None and found.org_items() and not directory.confirm():
+            log.info("organization membership changed since it was read: reading it again")
+            memberships = directory.memberships(consumers)
+            found = self._read(services, consumers, memberships)
+        return found
+
+    def _read(
+        self, services: list[str], consumers: list[str], memberships: Mapping[str, Membership]
+    ) -> Lookup:
+        scopes = sorted({s for m in memberships.values() for s in m.scopes()})
+        unknown = any(not m.known for m in memberships.values())
         query_wildcard = len(consumers) > BATCH_GET_MAX
         keys: list[tuple[str, str]] = [(s, SERVICE_MARKER) for s in services]
         key_services = services if query_wildcard else [*services, WILDCARD_SERVICE]
         keys += [(s, c) for s in key_services for c in consumers]
-        found = Lookup()
+        keys += [(s, c) for s in [*services, WILDCARD_SERVICE] for c in scopes]
+        found = Lookup(memberships=dict(memberships))
         # Strongly consistent: a grant suspended or denied a moment ago must not be read as the
         # allow it was (an eventually consistent read could); it costs two read units, not one.
         items: Iterable[StoredItem] = batch_get_items(keys, consistent_read=True)
         if query_wildcard:
-            wanted = set(consumers)
+            wanted = set(consumers) | set(scopes)
             wildcard = (
                 i
                 for i in query_items(WILDCARD_SERVICE, consistent_read=True)
                 if i.consumer in wanted
             )
             items = itertools.chain(items, wildcard)
+        if unknown:
+            items = itertools.chain(items, *(org_items(s) for s in [*services, WILDCARD_SERVICE]))
         for item in items:
             if item.consumer == SERVICE_MARKER:  # enrolled, even if the item is damaged
                 found.managed.add(item.service_id)

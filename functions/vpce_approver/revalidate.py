@@ -36,6 +36,7 @@ def revoked_after_accept(
             0,
             now,
             default,
+            found.membership(conn.owner),
         )
         if now_decision.action is Action.ACCEPT:
             continue

@@ -201,8 +201,9 @@ class Worker:
         appeared since the check before the Accept is never lifted: the grant is not written."""
         now = self.deps.clock()
         registry = self.deps.registry
-        items = registry_check.entries(self.deps, item.service_id, item.consumer)
-        lifted = restrictions(item.service_id, item.consumer, items, now)
+        member = registry_check.membership(self.deps, item.consumer)
+        items = registry_check.entries(self.deps, item.service_id, item.consumer, member)
+        lifted = restrictions(item.service_id, item.consumer, items, now, member)
         if lifted:
             log.warning(
                 "approve & register of %s: not registered: %s", item.vpc_endpoint_id, lifted

@@ -6,7 +6,6 @@ rejected."""
 from __future__ import annotations
 
 import dataclasses
-from collections import defaultdict
 from collections.abc import Sequence
 
 from ..audit import AuditRecord, stamp
@@ -23,40 +22,37 @@ def _revoke_for(grant_revoke: bool | None, default: bool) -> bool:
 
 def find_drift(service_id: str, live: Sequence[Connection], deps: Deps) -> list[DriftItem]:
     """Live connections whose consumer has no live allow grant (the policy would not accept them
-    today, capacity limits aside). One registry read for the chunk's consumers, and one
-    escalations read when any of them would be revoked (to honour human approvals)."""
+    today, capacity limits aside): its own grant, its OUs' and its organization's, as placed by
+    its current membership. One registry read for the chunk's consumers, and one escalations
+    read when any of them would be revoked (to honour human approvals).
+
+    A malformed item is no revocation: reported, never rejected on, unless a live deny applies
+    as well (deny wins, as in every decision). An unknown membership is no revocation either."""
     if not live:
         return []
-    _, grants, errors = deps.registry.lookup([service_id], {c.owner for c in live})
-    by_owner: dict[str, list[Grant]] = defaultdict(list)
-    for found in grants.values():
-        by_owner[found.consumer].append(found)
+    found = deps.registry.read([service_id], {c.owner for c in live})
     now = deps.clock()
     default = deps.settings.revoke_default
     out: list[DriftItem] = []
     deciding: dict[str, Grant | None] = {}
     for conn in live:
-        if conn.owner in errors:
-            # A corrupted item is no revocation: report it, never reject on it.
-            out.append(
-                DriftItem(
-                    service_id,
-                    conn.vpc_endpoint_id,
-                    conn.owner,
-                    conn.state,
-                    Reason.MALFORMED_GRANT.value,
-                    errors[conn.owner],
-                    False,
-                    "reported",
-                )
-            )
-            continue
         as_pending = dataclasses.replace(conn, state="pendingAcceptance")
-        decision = decide(as_pending, by_owner[conn.owner], 0, now, DefaultDecision.ESCALATE)
+        decision = decide(
+            as_pending,
+            found.entries(conn.owner),
+            0,
+            now,
+            DefaultDecision.ESCALATE,
+            found.membership(conn.owner),
+        )
         if decision.action is Action.ACCEPT:
             continue
         grant = decision.grant
-        deciding[conn.vpc_endpoint_id] = grant
+        reported_only = decision.code in {Reason.MALFORMED_GRANT, Reason.MEMBERSHIP_UNKNOWN} or (
+            decision.code is Reason.DENIED and grant is None  # a malformed item read as a deny
+        )
+        if not reported_only:
+            deciding[conn.vpc_endpoint_id] = grant
         out.append(
             DriftItem(
                 service_id,
@@ -65,7 +61,7 @@ def find_drift(service_id: str, live: Sequence[Connection], deps: Deps) -> list[
                 conn.state,
                 decision.code.value,
                 decision.reason,
-                _revoke_for(grant.revoke if grant else None, default),
+                False if reported_only else _revoke_for(grant.revoke if grant else None, default),
                 "reported",
             )
         )
