@@ -81,7 +81,7 @@ def organization_setting(
     if parameters is not None and ORGANIZATION_GRANTS_PARAMETER in parameters:
         value = parameters[ORGANIZATION_GRANTS_PARAMETER].strip().lower() == "true"
         return value, f"stack {stack}'s {ORGANIZATION_GRANTS_PARAMETER} parameter"
-    return s.organization_grants, "the default (ORGANIZATION_GRANTS unset, stack not readable)"
+    return s.organization_grants, "the default: ORGANIZATION_GRANTS unset, stack not readable"
 
 
 def decision_settings(args: argparse.Namespace) -> tuple[Settings, str]:

@@ -254,9 +254,9 @@ def check_organization(
     service_id: str, deps: Deps, *, on: bool, source: str, owner: str | None = None
 ) -> list[Check]:
     """OU/organization grants decide only when the deployment reads AWS Organizations: off, they
-    accept nothing and an OU/organization deny does not reject (the connections they would cover
-    escalate, membership-unknown). On: can Organizations be read (the directory the decision
-    path uses), and for a connection, where its owner sits."""
+    are never read, so they accept nothing and an OU/organization deny does not reject (the
+    connections they would cover get the no-grant default). On: can Organizations be read (the
+    directory the decision path uses), and for a connection, where its owner sits."""
     labels = _organization_grants(service_id, deps)
     if not on:
         if not labels:
@@ -266,12 +266,12 @@ def check_organization(
                 ORGANIZATION_CHECK,
                 WARN,
                 f"{len(labels)} OU/organization grant(s) ({_some(labels)}) but this deployment"
-                f" does not read AWS Organizations ({source}: off): they accept nothing, and an"
-                " OU/organization deny does not reject (connections they cover escalate as"
-                " membership-unknown); deploy with OrganizationGrants=true",
+                f" does not read AWS Organizations (off: {source}): they are never read, so they"
+                " accept nothing and an OU/organization deny does not reject (connections they"
+                " would cover get the no-grant default); deploy with OrganizationGrants=true",
             )
         ]
-    directory = getattr(deps.registry, "directory", None)
+    directory = deps.registry.directory
     what = f"{len(labels)} OU/organization grant(s)" + (f": {_some(labels)}" if labels else "")
     if directory is None:
         return [

@@ -15,7 +15,14 @@ import textwrap
 from typing import Any
 
 from vpce_approver.converge import preview
-from vpce_approver.model import WILDCARD_SERVICE, Connection, Decision, Grant, Scope
+from vpce_approver.model import (
+    WILDCARD_SERVICE,
+    Connection,
+    Decision,
+    Grant,
+    Membership,
+    Scope,
+)
 from vpce_approver.policy import matching_grants
 from vpce_approver.registry import iso
 
@@ -55,11 +62,14 @@ def explanation(conn: Connection, deps: Any) -> dict[str, Any]:
     result = preview(conn.service_id, [conn], deps)
     decision = result.decisions[0][1] if result.decisions else None
     specific, wildcard = matching_grants(conn, result.grants.values())
+    place = membership(deps, conn.owner)
     organization = sorted(
         (
             g
             for g in result.grants.values()
-            if g.scope is not Scope.ACCOUNT and g.service_id in (conn.service_id, WILDCARD_SERVICE)
+            if g.scope is not Scope.ACCOUNT
+            and g.service_id in (conn.service_id, WILDCARD_SERVICE)
+            and _may_apply(g, place)
         ),
         key=lambda g: (g.scope is Scope.ORGANIZATION, g.consumer, g.service_id == "*"),
     )
@@ -81,7 +91,7 @@ def explanation(conn: Connection, deps: Any) -> dict[str, Any]:
             "wildcard": _grant(wildcard),
             "organization": [_grant(g) for g in organization],
         },
-        "membership": membership(deps, conn.owner),
+        "membership": _membership(place),
         "registry_error": result.registry_errors.get(conn.owner),
         "decided_by": _decided_by(verdict) if result.managed else None,
         "decision": None,
@@ -130,19 +140,32 @@ SCOPE_LABELS = {"account": "account", "ou": "OU", "organization": "organization"
 ROW_LABELS = {"account": "account", "ou": "OU", "organization": "org"}
 
 
-def membership(deps: Any, owner: str) -> dict[str, Any] | None:
-    """Where the owner sits in AWS Organizations, through the registry's directory (None: this
-    deployment reads no organization, ORGANIZATION_GRANTS off)."""
-    directory = getattr(deps.registry, "directory", None)
+def membership(deps: Any, owner: str) -> Membership | None:
+    """Where the owner sits in AWS Organizations, through the registry's directory (cached by
+    it, as for the decision); None: this deployment reads no organization (ORGANIZATION_GRANTS
+    off)."""
+    directory = deps.registry.directory
     if directory is None:
         return None
-    found = directory.memberships([owner]).get(owner)
+    found: Membership | None = directory.memberships([owner]).get(owner)
+    return found
+
+
+def _membership(found: Membership | None) -> dict[str, Any] | None:
     if found is None:
         return None
     out = {"state": found.state.value, "path": found.describe()}
     if found.error:
         out["error"] = found.error
     return out
+
+
+def _may_apply(grant: Grant, found: Membership | None) -> bool:
+    """An OU/organization grant on the owner's path; every one when its place is unknown (the
+    policy then escalates: they may apply)."""
+    if found is None or not found.known:
+        return True
+    return grant.consumer in found.scopes()
 
 
 def _print(data: dict[str, Any]) -> None:
