@@ -31,21 +31,20 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from . import ownership
+from . import ownership, policy
 from . import validation as v
 from .audit import AuditRecord
 from .converge import Deps, converge, follow
-from .model import WILDCARD_SERVICE, Grant, GrantStatus
+from .model import WILDCARD_SERVICE, Grant, GrantStatus, Membership, Scope, scope_of
 from .registry import (
     RegistryError,
     Undecodable,
-    batch_get_items,
     grant_from_item,
     iso,
     query_items,
@@ -59,6 +58,7 @@ TTL_PRINCIPAL_ID = "dynamodb.amazonaws.com"
 # Stream record times are whole seconds: a connection created within the same second as the
 # change still counts as existing at the time of the change.
 REVOKE_SKEW = timedelta(seconds=1)
+OWNER_FILTER_MAX = 100  # owners named in one vpc-endpoint-owner filter (else: filter here)
 LIVE = ("pending", "available")
 # Principals per `principals-added`/`-removed` audit record: a record names what changed, never the
 # whole allow-list, and a large change is split, so every item stays a few KB (DynamoDB: 400 KB).
@@ -137,22 +137,15 @@ def allowing_grant(
     consumer: str,
     grants: Mapping[tuple[str, str], Grant | None],
     now: datetime | None,
+    membership: Membership | None = None,
 ) -> Grant | None:
-    """The grant that lets `consumer` connect to `service_id`, as the policy decides it: a live
-    deny (the service's own or `*`) wins; else the service's own grant, else the `*` grant, when
-    it is a live allow. `now=None` ignores expiry (what the grant said, not whether it lapsed)."""
-    specific = grants.get((service_id, consumer))
-    wildcard = grants.get((WILDCARD_SERVICE, consumer))
-    for grant in (specific, wildcard):
-        live = grant is not None and (now is None or not grant.expired(now))
-        if live and grant is not None and grant.status is GrantStatus.DENY:
-            return None
-    grant = specific or wildcard
-    if grant is None or grant.status is not GrantStatus.ALLOW:
-        return None
-    if now is not None and grant.expired(now):
-        return None
-    return grant
+    """The grant that lets account `consumer` connect to `service_id`, as the policy ranks
+    them (policy.allowing_grant): a live deny that applies at any level wins; else the most
+    specific grant (its own, its nearest OU's, ..., its organization's; the service's before
+    `*`), when it is a live allow. A malformed item (None here) is no grant. `now=None` ignores
+    expiry (what the grant said, not whether it lapsed)."""
+    entries = [g for g in grants.values() if g is not None]
+    return policy.allowing_grant(service_id, consumer, entries, now, membership)
 
 
 def wanted_principals(
@@ -161,16 +154,22 @@ def wanted_principals(
     now: datetime,
     *,
     allow_wildcard: bool,
+    memberships: Mapping[str, Membership] | None = None,
+    partition: str = "aws",
 ) -> set[str]:
-    """Which principals the service's allow-list needs for these grants: those of every
-    consumer's deciding grant (`allowing_grant`: live allow only, deny wins). `*` only when the
-    deployment allows it. The stream path passes one consumer's grants, the sweep and an
-    enrollment the whole service's (its partition and the `*` partition)."""
+    """Which principals the service's allow-list needs for these grants: those every account's
+    deciding grant gives it (`allowing_grant`: live allow only, deny wins; an OU/organization
+    grant gives each member account its root or its `principal_role`). The accounts are the
+    grants' own consumers and those `memberships` places (an OU/organization grant's members).
+    `*` only when the deployment allows it. The stream path passes one consumer's grants, the
+    sweep and an enrollment the whole service's (allowlist.service_wanted)."""
+    memberships = memberships or {}
+    accounts = {c for _, c in grants if scope_of(c) is Scope.ACCOUNT} | set(memberships)
     wanted: set[str] = set()
-    for consumer in sorted({c for _, c in grants}):
-        grant = allowing_grant(service_id, consumer, grants, now)
+    for account in sorted(accounts):
+        grant = allowing_grant(service_id, account, grants, now, memberships.get(account))
         if grant is not None:
-            wanted.update(grant.principals)
+            wanted.update(grant.principals_for(account, partition))
     if not allow_wildcard:
         wanted.discard(WILDCARD_PRINCIPAL)
     return wanted
@@ -326,24 +325,28 @@ def _parse(image: Mapping[str, Any] | None, deps: Deps) -> tuple[Grant | None, s
     return grant, None
 
 
-def _current(service_id: str, consumer: str, deps: Deps) -> dict[tuple[str, str], Grant | None]:
-    """The consumer's grants that can decide on this service, read consistently (the stream
-    record may arrive before an eventually consistent read would show the write). A malformed
+def _current(
+    service_id: str, consumer: str, deps: Deps
+) -> tuple[dict[tuple[str, str], Grant | None], Membership | None]:
+    """The consumer's grants that can decide on this service (its own, and with OU/organization
+    grants on, its OUs' and organization's), read consistently (the stream record may arrive
+    before an eventually consistent read would show the write), and its membership. A malformed
     item counts as no grant: it is never an allow."""
+    found = deps.registry.read([service_id], [consumer])
     keys = [(service_id, consumer), (WILDCARD_SERVICE, consumer)]
     out: dict[tuple[str, str], Grant | None] = dict.fromkeys(keys)
-    for item in batch_get_items(keys, consistent_read=True):
-        if isinstance(item, Undecodable):  # wrongly typed attributes: malformed, no grant
-            continue
-        grant, _ = _parse(item.attribute_values, deps)
-        out[(str(item.service_id), str(item.consumer))] = grant
-    return out
+    for entry in found.entries(consumer):
+        out[entry.key] = entry if isinstance(entry, Grant) else None
+    return out, found.membership(consumer)
 
 
 def _partition(service_id: str, deps: Deps) -> dict[tuple[str, str], Grant | None]:
+    orgs = deps.registry.directory is not None  # without, OU/organization items are inert
     out: dict[tuple[str, str], Grant | None] = {}
     for item in query_items(service_id, consistent_read=True):
         if item.consumer == SERVICE_MARKER or isinstance(item, Undecodable):
+            continue
+        if not orgs and scope_of(str(item.consumer)) is not Scope.ACCOUNT:
             continue
         grant, _ = _parse(item.attribute_values, deps)
         out[(str(item.service_id), str(item.consumer))] = grant
@@ -352,7 +355,8 @@ def _partition(service_id: str, deps: Deps) -> dict[tuple[str, str], Grant | Non
 
 def service_grants(service_id: str, deps: Deps) -> dict[tuple[str, str], Grant | None]:
     """Every grant that can decide on the service: its partition and the `*` partition, read
-    consistently. A malformed item counts as no grant (it is never an allow)."""
+    consistently. A malformed item counts as no grant (it is never an allow). OU/organization
+    grants only when the deployment reads the organization."""
     return {**_partition(service_id, deps), **_partition(WILDCARD_SERVICE, deps)}
 
 
@@ -435,16 +439,25 @@ def _sync_principals(
 
 
 def _revoke(
-    service_id: str, change: Change, grant_label: str, deps: Deps, effect: ServiceEffect
+    service_id: str,
+    change: Change,
+    grant_label: str,
+    deps: Deps,
+    effect: ServiceEffect,
+    owners: Sequence[str] | None = None,
 ) -> None:
-    """Reject the consumer's live connections that existed when the change was made. A human's
-    later decision stands, even when the record is processed late or replayed: a connection
-    created after the change (accepted by hand) and one a human approved in Slack after it."""
+    """Reject the live connections of the consumer (or of `owners`: an OU/organization grant's
+    member accounts that lost access) that existed when the change was made. A human's later
+    decision stands, even when the record is processed late or replayed: a connection created
+    after the change (accepted by hand) and one a human approved in Slack after it."""
     cutoff = change.at + REVOKE_SKEW
+    who = set(owners) if owners is not None else {change.consumer}
+    # The owner filter takes a bounded list: past that, one read of the live connections.
+    asked = sorted(who) if len(who) <= OWNER_FILTER_MAX else []
     targets = [
         c
-        for c in deps.ec2.connections(service_id, states=LIVE, owners=[change.consumer])
-        if c.owner == change.consumer and c.live and (c.created is None or c.created <= cutoff)
+        for c in deps.ec2.connections(service_id, states=LIVE, owners=asked)
+        if c.owner in who and c.live and (c.created is None or c.created <= cutoff)
     ]
     if not targets:
         return
@@ -471,10 +484,11 @@ def _revoke(
             outcome=outcome,
             service_id=service_id,
             vpc_endpoint_id=conn_id,
-            consumer=change.consumer,
+            consumer=conn_owner[conn_id],
             region=region,
         )
 
+    conn_owner = {c.vpc_endpoint_id: c.owner for c in targets}
     records = [
         record(c.vpc_endpoint_id, c.region, "shadow" if shadow else "requested") for c in targets
     ]
@@ -511,13 +525,25 @@ def _apply_on_service(
     effect = ServiceEffect(service_id)
     consumer = change.consumer
     now = deps.clock()
-    current = _current(service_id, consumer, deps)
-    after = allowing_grant(service_id, consumer, current, now)
-    names = candidates | {p for g in current.values() if g is not None for p in g.principals}
+    current, member = _current(service_id, consumer, deps)
+    after = allowing_grant(service_id, consumer, current, now, member)
+    partition = v.partition_of(deps.settings.region)
+    names = candidates | {
+        p for g in current.values() if g is not None for p in g.principals_for(consumer, partition)
+    }
     allow_wildcard = deps.settings.allow_wildcard_principal
     if not allow_wildcard:
         names.discard(WILDCARD_PRINCIPAL)
-    desired = wanted_principals(service_id, current, now, allow_wildcard=allow_wildcard)
+    desired = wanted_principals(
+        service_id,
+        current,
+        now,
+        allow_wildcard=allow_wildcard,
+        memberships={consumer: member} if member is not None else None,
+        partition=partition,
+    )
+    if member is not None and not member.known:
+        names -= names - desired  # membership unknown: remove nothing (an OU may still need it)
     wildcard_open = WILDCARD_PRINCIPAL in names and WILDCARD_PRINCIPAL not in desired
     if wildcard_open and _wildcard_needed(service_id, deps, now):
         desired.add(WILDCARD_PRINCIPAL)  # another consumer's grant still needs it
@@ -540,10 +566,72 @@ def _apply_on_service(
 
     before_grants = dict(current)
     before_grants[change.key] = old
-    before = allowing_grant(service_id, consumer, before_grants, None)
+    before = allowing_grant(service_id, consumer, before_grants, None, member)
     if before is not None and after is None and revocable and _revoke_flag(change, deps):
         _revoke(service_id, change, f"{change.service_id}/{consumer}", deps, effect)
     return effect
+
+
+def _apply_org_on_service(
+    service_id: str, change: Change, old: Grant | None, revocable: bool, deps: Deps
+) -> ServiceEffect:
+    """An OU/organization grant changed: its members are many, so the service is made whole
+    rather than patched: its allow-list is reconciled (allowlist.py: every member of every
+    granted OU), all its waiting connections are converged, and, when the grant allowed before
+    and revocation is on for it, the live connections of members that lost access are
+    rejected (as for an account grant)."""
+    from .allowlist import reconcile  # allowlist builds on this module
+
+    effect = ServiceEffect(service_id)
+    shadow = deps.settings.shadow_mode
+    drift = reconcile(
+        service_id,
+        deps,
+        act=not shadow,
+        actor=change.actor,
+        trigger="registry",
+        subject=f"grant#{change.service_id}#{change.consumer}",
+    )
+    effect.added, effect.removed, effect.shadow = drift.missing, drift.extra, shadow
+    report = converge(service_id, deps, trigger="registry", actor=change.actor)
+    effect.accepted = tuple(report.accepted)
+    settled = report.accepted + report.rejected
+    if settled:
+        follow(service_id, settled, deps, trigger="registry")
+    allowed = old is not None and old.status is GrantStatus.ALLOW
+    if revocable and old is not None and allowed and _revoke_flag(change, deps):
+        lost = _lost_members(service_id, change, old, deps)
+        if lost:
+            label = f"{change.service_id}/{change.consumer}"
+            _revoke(service_id, change, label, deps, effect, owners=lost)
+    return effect
+
+
+def _lost_members(service_id: str, change: Change, old: Grant, deps: Deps) -> list[str]:
+    """Member accounts of the changed OU/organization that the old grant let in (as the policy
+    ranked it then) and that nothing lets in now. Unreadable members: none (nothing revoked)."""
+    directory = deps.registry.directory
+    members = directory.members(change.consumer) if directory is not None else None
+    if not members:
+        if members is None:
+            log.warning("members of %s unreadable: nothing revoked", change.consumer)
+        return []
+    found = deps.registry.read([service_id], members)
+    now = deps.clock()
+    lost = []
+    for account in sorted(members):
+        member = found.membership(account)
+        if member is None or not member.known:  # cannot tell: never revoke on a guess
+            continue
+        current: dict[tuple[str, str], Grant | None] = {
+            e.key: e for e in found.entries(account) if isinstance(e, Grant)
+        }
+        before_grants = {**current, change.key: old}
+        before = allowing_grant(service_id, account, before_grants, None, member)
+        after = allowing_grant(service_id, account, current, now, member)
+        if before is not None and after is None:
+            lost.append(account)
+    return lost
 
 
 def _audit_change(report: ChangeReport, deps: Deps) -> None:
@@ -589,7 +677,7 @@ def apply_change(change: Change, deps: Deps) -> ChangeReport:
     _, new_error = _parse(change.new, deps)
     try:
         v.service_id(change.service_id, allow_wildcard=True)
-        v.account_id(change.consumer)
+        v.consumer(change.consumer)
     except v.ValidationError as exc:
         new_error = f"registry item key {change.service_id!r}/{change.consumer!r}: {exc}"
     report = ChangeReport(change, "grant-refused" if new_error else action_of(change))
@@ -607,6 +695,18 @@ def apply_change(change: Change, deps: Deps) -> ChangeReport:
     if not services:
         report.skipped = f"{change.service_id} is not managed by this deployment"
         log.info("registry change for %s: %s", change.service_id, report.skipped)
+        return report
+    if scope_of(change.consumer) is not Scope.ACCOUNT:
+        if deps.registry.directory is None:
+            report.skipped = (
+                "OU/organization grants are off in this deployment (ORGANIZATION_GRANTS):"
+                " the grant decides nothing"
+            )
+            log.warning("registry change for %s: %s", change.consumer, report.skipped)
+            return report
+        revocable = new_error is None
+        for service_id in services:
+            report.services.append(_apply_org_on_service(service_id, change, old, revocable, deps))
         return report
     candidates = candidate_principals(
         change.consumer,
@@ -661,12 +761,11 @@ def sync_service(
 ) -> ServiceEffect:
     """Add the principals of every grant deciding on this service to its allow-list (never
     removes), then converge all its waiting connections."""
+    from .allowlist import service_wanted  # allowlist builds on this module
+
     effect = ServiceEffect(service_id)
     now = deps.clock()
-    grants = service_grants(service_id, deps)
-    wanted = wanted_principals(
-        service_id, grants, now, allow_wildcard=deps.settings.allow_wildcard_principal
-    )
+    wanted = service_wanted(service_id, deps).principals
     marker = change or Change(
         event_id=f"sync#{service_id}#{iso(now)}",
         event="MODIFY",

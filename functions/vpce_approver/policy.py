@@ -133,6 +133,39 @@ def deciding_grant(
     return None
 
 
+def allowing_grant(
+    service_id: str,
+    account: str,
+    entries: Iterable[Entry],
+    now: datetime | None,
+    membership: Membership | None = None,
+) -> Grant | None:
+    """The grant that lets `account` connect to `service_id`, as decide() ranks them, for the
+    allow-list: a live deny that applies at any level (or a malformed item that reads as one),
+    or an OU/organization deny or malformed item that may apply to an account whose membership
+    is unknown, means none; else the most specific grant, when it is a live allow. Regions and
+    limits are per connection and do not matter here. `now=None` ignores expiry (what the grants
+    said, not whether they lapsed)."""
+    probe = Connection(service_id, "", account, "pendingAcceptance")
+    entries = list(entries)
+
+    def live(entry: Grant | MalformedItem) -> bool:
+        expires = entry.expires_at
+        return now is None or expires is None or expires > now
+
+    placed = _placed(probe, entries, membership)
+    for _, entry in placed:
+        if entry.status is GrantStatus.DENY and live(entry):
+            return None
+    for entry in _unplaced(probe, entries, membership):
+        if isinstance(entry, MalformedItem) or (entry.status is GrantStatus.DENY and live(entry)):
+            return None
+    grant = next((e for _, e in placed if isinstance(e, Grant)), None)
+    if grant is None or grant.status is not GrantStatus.ALLOW or not live(grant):
+        return None
+    return grant
+
+
 def via(grant: Grant | None, membership: Membership | None) -> str | None:
     """For an OU/organization grant: the account's path that matched."""
     if grant is None or grant.scope is Scope.ACCOUNT or membership is None:

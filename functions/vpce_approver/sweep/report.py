@@ -9,7 +9,25 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    from ..membership import MembershipChange
     from .principals import AllowListDrift
+
+MEMBERSHIP_LIMIT = 20  # accounts named per list in a summary
+
+
+def _membership(change: MembershipChange | None) -> dict[str, Any] | None:
+    if change is None:
+        return None
+    out: dict[str, Any] = {"epoch": change.epoch}
+    for name in ("joined", "left", "moved"):
+        accounts = getattr(change, name)
+        out[name] = len(accounts)
+        if accounts:
+            out[f"{name}_accounts"] = list(accounts[:MEMBERSHIP_LIMIT])
+    if change.error:
+        out["error"] = change.error
+    return out
+
 
 Progress = Callable[[str], None]
 
@@ -125,6 +143,7 @@ class SweepReport:
     escalations: EscalationSweep = field(default_factory=EscalationSweep)
     resumed_from: Cursor | None = None
     stopped_at: Cursor | None = None  # set when the run was cut off by the deadline
+    membership: MembershipChange | None = None  # OU/organization grants on: the fresh read
 
     @property
     def cut_off(self) -> bool:
@@ -138,6 +157,8 @@ class SweepReport:
                 out[f"{s.service_id} allowed principals"] = s.allow_list.outcome
         if self.escalations.error:
             out["escalations"] = self.escalations.error
+        if self.membership is not None and self.membership.error:
+            out["organization"] = self.membership.error
         return out
 
     @property
@@ -178,6 +199,7 @@ class SweepReport:
             "fixes": [f"{s.service_id}: {f}" for s in self.services for f in s.fixes],
             "warnings": [f"{s.service_id}: {w}" for s in self.services for w in s.warnings],
             "escalations": dataclasses.asdict(esc),
+            "membership": _membership(self.membership),
             "errors": self.errors,
             "per_service": [s.summary() for s in self.services],
         }

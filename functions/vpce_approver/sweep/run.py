@@ -11,6 +11,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from ..converge import Deps, converge
+from ..membership import MembershipChange
 from ..model import Connection
 from ..tables import RegistryItem
 from .cursor import CursorStore, Deadline, _rotation
@@ -159,6 +160,8 @@ def sweep(
         log.exception("sweep: escalation maintenance failed")
         report.escalations.error = f"{type(exc).__name__}: {exc}"
 
+    report.membership = refresh_membership(deps, record=not dry_run)
+
     cursor = None if dry_run else store.load()
     report.resumed_from = cursor
     services, token = _rotation(deps.registry.managed_services(), cursor)
@@ -197,6 +200,37 @@ def sweep(
             store.clear()
     _emit(report, deps)
     return report
+
+
+def refresh_membership(deps: Deps, *, record: bool) -> MembershipChange | None:
+    """With OU/organization grants on: read the organization afresh before any service, so this
+    run's allow-lists and decisions place every account where it is now (a new account in a
+    granted OU is accepted, a moved one no longer is), and record the change, so that every
+    container's cached membership is known stale (membership.py). Never raises: an unreadable
+    organization is reported, and decisions on OU grants then fail closed."""
+    directory = deps.registry.directory
+    if directory is None:
+        return None
+    try:
+        change = directory.refresh(record=record)
+    except Exception as exc:  # the adapter should not raise; never fail the sweep over it
+        log.exception("sweep: the organization could not be read")
+        change = MembershipChange(error=f"{type(exc).__name__}: {exc}")
+    if change.error:
+        log.error("sweep: the organization could not be read: %s", change.error)
+        deps.metrics.add_metric("MembershipUnknown", "Count", 1)
+    elif change.changed:
+        moves = len(change.joined) + len(change.left) + len(change.moved)
+        deps.metrics.add_metric("MembershipChanges", "Count", moves)
+        log.warning(
+            "organization changed: %d joined, %d left, %d moved (epoch %d)",
+            len(change.joined),
+            len(change.left),
+            len(change.moved),
+            change.epoch,
+            extra={"membership": {"joined": change.joined[:100], "left": change.left[:100]}},
+        )
+    return change
 
 
 def _one_line(result: ServiceSweep) -> str:
