@@ -320,6 +320,30 @@ def test_doctor_checks_organizations_can_be_read(
     assert checks(out)["organization grants"][0] == "warn"
 
 
+@pytest.mark.usefixtures("notified")
+def test_doctor_allow_list_counts_ou_members(
+    cli: Cli, deployment: LocalDeployment, service: EndpointService, on: StaticDirectory
+) -> None:
+    put(deployment, ou_grant(service.service_id, TOP, principal_role="App"))
+    _, out, _ = cli("doctor", service.service_id, "-o", "json")
+    verdict, detail = checks(out)["allowed principals"]
+    roles = [f"arn:aws:iam::{a}:role/App" for a in sorted((CONSUMER, OTHER))]
+    assert (verdict, detail.split(" (the next")[0]) == (
+        "warn",
+        f"missing 2 a live grant needs: {', '.join(roles)}",
+    )
+    assert "; 2 member account(s) of granted OUs/organization counted" in detail
+
+    on.unreadable = "AccessDeniedException"
+    _, out, _ = cli("doctor", service.service_id, "-o", "json")
+    verdict, detail = checks(out)["allowed principals"]
+    assert verdict == "warn"
+    assert (
+        f"incomplete: the member accounts of {TOP} could not be read (nothing is removed until"
+        " it can be read)"
+    ) in detail
+
+
 def test_decision_settings_follow_the_shell_then_the_stack(
     monkeypatch: pytest.MonkeyPatch, deployment: LocalDeployment
 ) -> None:

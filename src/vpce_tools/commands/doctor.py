@@ -109,6 +109,10 @@ def check_allow_list(service_id: str, deps: Deps) -> list[Check]:
             f" {some(drift.extra)}"
         )
     kept = f"; {drift.foreign} not added by this deployment (left alone)" if drift.foreign else ""
+    if drift.members:
+        kept += f"; {drift.members} member account(s) of granted OUs/organization counted"
+    if drift.incomplete:
+        problems.append(f"incomplete: {drift.incomplete} (nothing is removed until it can be read)")
     if problems:
         detail = "; ".join(problems) + f" (the next sweep fixes it){kept}"
         return [Check(name, WARN, detail)]
