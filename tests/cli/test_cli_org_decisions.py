@@ -23,6 +23,7 @@ from vpce_approver.model import GrantStatus
 from vpce_approver.registry import Registry
 from vpce_tools.emulator.world import EndpointService, Provider
 from vpce_tools.stack import LocalDeployment
+from vpce_tools.stream_poller import registry_poller
 
 ORG = "o-abcdefghij"
 TOP = "ou-ab12-workload1"
@@ -219,6 +220,35 @@ def test_pending_shows_the_deciding_grant_and_path(
     assert f"GRANT {svc}/{CHILD} via {PATH}" in flat
     assert f"GRANT */{ORG} via {ORG} / {TOP}" in flat
     assert f"GRANT {svc}/{THIRD} WHY" in flat
+
+
+def test_an_ou_grant_added_with_the_cli_onboards_and_is_audited(
+    cli: Cli, deployment: LocalDeployment, service: EndpointService, provider: Provider,
+    on: StaticDirectory,
+) -> None:  # fmt: skip
+    """End to end: `registry add SVC ou-…` -> the registry stream (a deployment reading the
+    organization) accepts the waiting connection of a member account; the audit trail has the
+    grant's change (its subject) and the accept with the path that matched (the account's)."""
+    deps = deployment.deps(organization_grants=True)
+    deps.registry.directory = on  # the deployment reads the same organization as the CLI
+    stream = registry_poller(deployment, deps, start="LATEST")
+    mine = provider.consumer(CONSUMER).create_endpoint(service.service_name)
+    code, _, err = cli("registry", "add", service.service_id, TOP, "--by", "alice")
+    assert code == 0, err
+    stream.drain()
+    assert [c["VpcEndpointState"] for c in provider.connections(service.service_id)] == [
+        "available"
+    ]
+    code, out, err = cli("audit", "--subject", f"grant#{service.service_id}#{TOP}", "-o", "json")
+    assert code == 0, err
+    assert [(r["action"], r["actor"]) for r in json.loads(out)] == [
+        ("grant-added", "registry:alice"),
+        ("principals-added", "registry:alice"),
+    ]
+    code, out, _ = cli("audit", "--consumer", CONSUMER, "-o", "json")
+    accepted = [r for r in json.loads(out) if r["subject"] == mine and r["action"] == "accept"]
+    assert accepted
+    assert f"(path {ORG} / {TOP} / {CHILD})" in accepted[0]["reason"]
 
 
 # ----------------------------------------------------------------------------- doctor
