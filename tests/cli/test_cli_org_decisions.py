@@ -52,6 +52,7 @@ def directory(monkeypatch: pytest.MonkeyPatch) -> StaticDirectory:
 
 @pytest.fixture
 def on(monkeypatch: pytest.MonkeyPatch, directory: StaticDirectory) -> StaticDirectory:
+    """The deployment (and so the CLI) reads the organization."""
     monkeypatch.setenv("ORGANIZATION_GRANTS", "true")
     return directory
 
@@ -249,6 +250,35 @@ def test_an_ou_grant_added_with_the_cli_onboards_and_is_audited(
     accepted = [r for r in json.loads(out) if r["subject"] == mine and r["action"] == "accept"]
     assert accepted
     assert f"(path {ORG} / {TOP} / {CHILD})" in accepted[0]["reason"]
+
+
+def test_add_warns_about_an_ou_with_no_member(
+    cli: Cli, service: EndpointService, on: StaticDirectory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A typo in an OU or organization ID is a warning (an empty OU may be meant for accounts
+    yet to come): the grant is written."""
+    svc = service.service_id
+    code, _, err = cli("registry", "add", svc, TOP)
+    assert (code, err) == (0, "")
+    for consumer, what in (("ou-ab12-typo0001", "OU"), ("o-zzzzzzzzzz", "organization")):
+        code, out, err = cli("registry", "add", svc, consumer)
+        assert code == 0
+        assert out.startswith(f"allow {svc}/{consumer} written")
+        assert err == (
+            f"warning: {consumer}: AWS Organizations lists no active account in this {what} (a"
+            " typo, another organization, or an empty OU): the grant applies to nobody yet\n"
+        )
+    on.unreadable = "AccessDeniedException"
+    code, _, err = cli("registry", "add", svc, CHILD)
+    assert (code, err) == (0, "")  # cannot tell: nothing said
+
+    monkeypatch.setenv("ORGANIZATION_GRANTS", "false")
+    code, _, err = cli("registry", "add", "*", ORG)
+    assert code == 0
+    assert err == (
+        f"warning: {ORG}: this deployment does not read AWS Organizations (OrganizationGrants"
+        " off): the grant decides nothing until it does\n"
+    )
 
 
 # ----------------------------------------------------------------------------- doctor

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from vpce_approver import validation as v
+from vpce_approver.membership import Directory
 from vpce_approver.model import Grant, GrantStatus, MalformedItem, Scope, scope_of
 from vpce_approver.registry import Registry, StoredItem, Undecodable, get_item, iso
 from vpce_tools import grantfile
@@ -205,7 +206,9 @@ def run_add(args: argparse.Namespace) -> int:
     service_id, consumer = _key(args)
     _check_principal_options(consumer, args)
     settings = s.settings(args)
-    deps = s.deps(args)
+    # An OU/organization grant: read the organization as the deployment does, to catch a typo.
+    org_scoped = scope_of(consumer) is not Scope.ACCOUNT
+    deps = s.decision_deps(args) if org_scoped else s.deps(args)
     now = datetime.now(UTC)
     row: dict[str, Any] = {
         "service_id": service_id,
@@ -237,6 +240,8 @@ def run_add(args: argparse.Namespace) -> int:
             f"a grant for {service_id}/{consumer} exists; use --replace to overwrite it"
             " (or registry show/suspend/remove)"
         )
+    if org_scoped:
+        _warn_no_members(consumer, deps.registry.directory)
     deps.registry.put(grant, by=s.actor(args, settings), now=now)
     print(f"{grant.status.value} {service_id}/{consumer} written", end="")
     if grant.principals:
@@ -260,6 +265,26 @@ def _whose(grant: Grant) -> str:
 def member_principal(grant: Grant) -> str:
     """What an OU/organization grant puts on the allow-list for each member account."""
     return f"role/{grant.principal_role}" if grant.principal_role else "root"
+
+
+def _warn_no_members(consumer: str, directory: Directory | None) -> None:
+    """A warning (never a refusal: an empty OU may be meant for accounts yet to come) when the
+    organization has no active account under the OU, or is not that organization: likely a
+    typo. Nothing is said when the deployment reads no organization or it cannot be read."""
+    if directory is None:
+        print(
+            f"warning: {consumer}: this deployment does not read AWS Organizations"
+            " (OrganizationGrants off): the grant decides nothing until it does",
+            file=sys.stderr,
+        )
+        return
+    if directory.members(consumer) == frozenset():
+        what = "OU" if scope_of(consumer) is Scope.OU else "organization"
+        print(
+            f"warning: {consumer}: AWS Organizations lists no active account in this {what}"
+            " (a typo, another organization, or an empty OU): the grant applies to nobody yet",
+            file=sys.stderr,
+        )
 
 
 def _check_principal_options(consumer: str, args: argparse.Namespace) -> None:
