@@ -9,9 +9,11 @@ from __future__ import annotations
 import dataclasses
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from cli_runner import Cli, cli_fixture  # noqa: F401 - provides the `cli` fixture
 
 from conftest import CONSUMER, OTHER, THIRD, grant
@@ -277,8 +279,25 @@ def test_add_warns_about_an_ou_with_no_member(
     assert code == 0
     assert err == (
         f"warning: {ORG}: this deployment does not read AWS Organizations (OrganizationGrants"
-        " off): the grant decides nothing until it does\n"
+        " off): OU/organization grants decide nothing until it does\n"
     )
+
+
+def test_import_and_plan_warn_once_about_ou_consumers(
+    cli: Cli, service: EndpointService, on: StaticDirectory, tmp_path: Path
+) -> None:
+    source = tmp_path / "grants.yaml"
+    rows = [
+        {"service_id": service.service_id, "consumer": c}
+        for c in (TOP, "ou-ab12-typo0001", CONSUMER)
+    ]
+    source.write_text(yaml.safe_dump(rows))
+    for argv in (("registry", "plan", str(source)), ("registry", "import", str(source))):
+        code, _, err = cli(*argv)
+        assert code in (0, 2)
+        assert err.count("warning:") == 1, err
+        assert "warning: ou-ab12-typo0001: AWS Organizations lists no active account" in err
+    assert cli("registry", "plan", str(source))[0] == 0  # imported: nothing to do
 
 
 # ----------------------------------------------------------------------------- doctor

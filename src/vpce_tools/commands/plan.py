@@ -307,7 +307,11 @@ def _file_args(p: argparse.ArgumentParser) -> None:
 def _make_plan(args: argparse.Namespace) -> tuple[Plan, Any, Any]:
     settings = s.settings(args)
     grants = load_file(args, settings)
-    deps = s.deps(args)
+    from .registry import warn_org_scopes
+
+    scoped = any(g.scope is not Scope.ACCOUNT for _, g in grants)
+    deps = s.decision_deps(args) if scoped else s.deps(args)
+    warn_org_scopes((g.consumer for _, g in grants), deps.registry.directory)
     warn_unenrolled(
         unenrolled((g for _, g in grants), deps),
         args.stack,

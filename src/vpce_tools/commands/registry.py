@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterable
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -241,7 +242,7 @@ def run_add(args: argparse.Namespace) -> int:
             " (or registry show/suspend/remove)"
         )
     if org_scoped:
-        _warn_no_members(consumer, deps.registry.directory)
+        warn_org_scopes([consumer], deps.registry.directory)
     deps.registry.put(grant, by=s.actor(args, settings), now=now)
     print(f"{grant.status.value} {service_id}/{consumer} written", end="")
     if grant.principals:
@@ -267,24 +268,30 @@ def member_principal(grant: Grant) -> str:
     return f"role/{grant.principal_role}" if grant.principal_role else "root"
 
 
-def _warn_no_members(consumer: str, directory: Directory | None) -> None:
-    """A warning (never a refusal: an empty OU may be meant for accounts yet to come) when the
-    organization has no active account under the OU, or is not that organization: likely a
-    typo. Nothing is said when the deployment reads no organization or it cannot be read."""
+def warn_org_scopes(consumers: Iterable[str], directory: Directory | None) -> None:
+    """Warnings (never a refusal: an empty OU may be meant for accounts yet to come) for the
+    OU/organization consumers among `consumers`: the deployment reads no organization (they
+    decide nothing), or it lists no active account under one (a typo, another organization).
+    Nothing is said for one whose members cannot be read."""
+    scoped = sorted({c for c in consumers if scope_of(c) is not Scope.ACCOUNT})
+    if not scoped:
+        return
     if directory is None:
         print(
-            f"warning: {consumer}: this deployment does not read AWS Organizations"
-            " (OrganizationGrants off): the grant decides nothing until it does",
+            f"warning: {', '.join(scoped)}: this deployment does not read AWS Organizations"
+            " (OrganizationGrants off): OU/organization grants decide nothing until it does",
             file=sys.stderr,
         )
         return
-    if directory.members(consumer) == frozenset():
-        what = "OU" if scope_of(consumer) is Scope.OU else "organization"
-        print(
-            f"warning: {consumer}: AWS Organizations lists no active account in this {what}"
-            " (a typo, another organization, or an empty OU): the grant applies to nobody yet",
-            file=sys.stderr,
-        )
+    for consumer in scoped:
+        if directory.members(consumer) == frozenset():
+            what = "OU" if scope_of(consumer) is Scope.OU else "organization"
+            print(
+                f"warning: {consumer}: AWS Organizations lists no active account in this {what}"
+                " (a typo, another organization, or an empty OU): the grant applies to nobody"
+                " yet",
+                file=sys.stderr,
+            )
 
 
 def _check_principal_options(consumer: str, args: argparse.Namespace) -> None:
@@ -526,7 +533,9 @@ def run_import(args: argparse.Namespace) -> int:
     if not grants:
         print(f"{args.file}: no grants in the file; nothing to do")
         return 0
-    deps = s.deps(args)
+    scoped = any(g.scope is not Scope.ACCOUNT for _, g in grants)
+    deps = s.decision_deps(args) if scoped else s.deps(args)
+    warn_org_scopes((g.consumer for _, g in grants), deps.registry.directory)
     from .plan import compute as compute_plan
     from .plan import destructive, read_live, unenrolled, warn_unenrolled
 
