@@ -396,3 +396,25 @@ def test_malformed_ou_items_are_reported_and_skipped(
     assert code == 0, err
     assert stored()[(SVC, CHILD)].principal_role == "App"
     assert "malformed" not in cli("registry", "list")[2]
+
+
+def test_the_documented_ou_commands_parse() -> None:
+    """The `vpce-approver` calls of docs/ORGANIZATIONS.md and README's registry section parse
+    (a renamed option cannot leave the docs behind)."""
+    import shlex
+
+    from vpce_tools.cli import parser
+
+    root = Path(__file__).parents[2]
+    text = (root / "docs" / "ORGANIZATIONS.md").read_text()
+    text += (root / "README.md").read_text().split("## Registry edits are access grants", 1)[1]
+    code = "\n".join(block.split("```", 1)[0] for block in text.split("```sh\n")[1:])
+    calls = [
+        shlex.split(line.split(" #", 1)[0])
+        for line in code.replace("\\\n", " ").splitlines()
+        if line.lstrip().startswith("vpce-approver ") and ("ou-" in line or " o-" in line)
+    ]
+    assert len(calls) >= 4
+    for argv in calls:
+        args = parser().parse_args(argv[1:])  # exits (SystemExit) on a call that does not parse
+        assert args.consumer.startswith(("ou-", "o-"))
