@@ -445,3 +445,43 @@ def test_decision_settings_follow_the_shell_then_the_stack(
         False,
         "ORGANIZATION_GRANTS in this shell",
     )
+
+
+# ----------------------------------------------------------------------------- the real adapter
+
+
+@pytest.mark.usefixtures("notified")
+def test_the_cli_reads_moto_organizations_through_the_deployments_adapter(
+    cli: Cli, deployment: LocalDeployment, service: EndpointService, provider: Provider,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """No StaticDirectory: ORGANIZATION_GRANTS=true and runtime.build's Organizations adapter
+    reads the emulator's Organizations (the provider is the management account)."""
+    monkeypatch.setenv("ORGANIZATION_GRANTS", "true")
+    svc = service.service_id
+    code, out, err = cli("doctor", svc, "-o", "json")
+    verdict, detail = checks(out)["organization grants"]
+    assert verdict == "warn"  # no organization yet, and no OU grant depends on it
+    assert "AWS Organizations cannot be read" in detail
+
+    api = provider.client("organizations")
+    org = api.create_organization(FeatureSet="ALL")["Organization"]["Id"]
+    root = api.list_roots()["Roots"][0]["Id"]
+    workloads = api.create_organizational_unit(ParentId=root, Name="workloads")
+    top = workloads["OrganizationalUnit"]["Id"]
+    prod = api.create_organizational_unit(ParentId=top, Name="prod")["OrganizationalUnit"]["Id"]
+    created = api.create_account(AccountName="payments-prod", Email="p@example.test")
+    account = created["CreateAccountStatus"]["AccountId"]
+    api.move_account(AccountId=account, SourceParentId=root, DestinationParentId=prod)
+
+    code, _, err = cli("registry", "add", svc, prod, "--principal-role", "WorkloadRole")
+    assert (code, err) == (0, "")  # the OU has a member: no warning
+    mine = provider.consumer(account).create_endpoint(service.service_name)
+    data = explain(cli, mine)
+    path = f"{org} / {top} / {prod}"
+    assert data["decided_by"] == {"grant": f"{svc}/{prod}", "scope": "ou", "via": path}
+    assert data["membership"] == {"state": "member", "path": path}
+    code, out, _ = cli("doctor", mine, "-o", "json")
+    verdict, detail = checks(out)["organization grants"]
+    assert verdict == "ok"
+    assert detail.endswith(f"; {account} sits at {path}")
