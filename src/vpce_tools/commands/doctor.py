@@ -21,6 +21,7 @@ from botocore.exceptions import ClientError
 
 from vpce_approver import runtime
 from vpce_approver.converge import Deps, preview
+from vpce_approver.membership import Directory
 from vpce_approver.model import WILDCARD_SERVICE, Action, Connection, Scope, norm_state, scope_of
 from vpce_approver.sweep.principals import inspect as allow_list_drift
 
@@ -249,6 +250,16 @@ def _organization_grants(service_id: str, deps: Deps) -> list[str]:
     return [e.label for e in entries if scope_of(e.consumer) is not Scope.ACCOUNT]
 
 
+def _readable(directory: Directory, scopes: list[str]) -> str | None:
+    """None when Organizations can be read, else why not. The members of a granted scope come
+    from the directory's cache when the allow-list check has just read them; only without
+    one (or when that read failed, to learn why) is the tree read (refresh, recording
+    nothing)."""
+    if scopes and directory.members(scopes[0]) is not None:
+        return None
+    return directory.refresh(record=False).error
+
+
 def _some(labels: list[str], n: int = 3) -> str:
     more = f" (+{len(labels) - n} more)" if len(labels) > n else ""
     return ", ".join(labels[:n]) + more
@@ -290,8 +301,7 @@ def check_organization(
         error = found.error if found is not None and not found.known else None
         where = found.describe() if found is not None else "unknown"
     else:
-        change = directory.refresh(record=False)
-        error, where = change.error, ""
+        error, where = _readable(directory, [label.split("/", 1)[1] for label in labels]), ""
     if error:
         return [
             Check(
