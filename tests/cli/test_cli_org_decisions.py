@@ -485,3 +485,13 @@ def test_the_cli_reads_moto_organizations_through_the_deployments_adapter(
     verdict, detail = checks(out)["organization grants"]
     assert verdict == "ok"
     assert detail.endswith(f"; {account} sits at {path}")
+
+
+def test_the_stack_parameters_the_cli_reads_are_the_templates() -> None:
+    from vpce_tools import template
+    from vpce_tools.commands import _support
+
+    parameters = template.load()["Parameters"]
+    for name in (_support.ORGANIZATION_GRANTS_PARAMETER, _support.ORGANIZATIONS_ROLE_PARAMETER):
+        assert name in parameters, name
+    assert parameters[_support.ORGANIZATION_GRANTS_PARAMETER]["AllowedValues"] == ["true", "false"]
