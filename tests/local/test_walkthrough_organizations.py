@@ -99,11 +99,6 @@ def test_the_blocks_alternate_between_the_two_named_shells() -> None:
     assert [shell for shell, _ in blocks(section())] == ["provider", "consumer", "provider"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs `vpce-approver registry add SERVICE ou-…` in the CLI (i15-cli): passes with it"
-    " merged; remove then",
-)
 @pytest.mark.skipif(shutil.which("aws") is None, reason="the AWS CLI is not installed")
 def test_the_readme_organizations_walkthrough_works_as_written(
     server: tuple[local.LocalService, io.StringIO],
