@@ -76,8 +76,9 @@ class Shell:
             self.proc.kill()
 
 
-def wait_for(predicate: Callable[[], object], attempts: int = 400) -> bool:
-    for _ in range(attempts):  # bounded: 400 x 50 ms
+def wait_for(predicate: Callable[[], object], attempts: int = 1200) -> bool:
+    for _ in range(attempts):  # bounded (60 s): a hang guard, not a speed check; the AWS CLI
+        # and the sweeps share 2 cores with the rest of a parallel run
         if predicate():
             return True
         time.sleep(0.05)
