@@ -343,3 +343,25 @@ def test_concurrent_refresh_and_stamp_lose_no_epoch(
     cold, calls = make_directory()
     assert cold.memberships([account])[account].path == (other,)
     assert calls.total == 0
+
+
+def test_a_failed_stamp_is_no_error_and_cold_containers_read_organizations(
+    org: Org, make_directory: Factory, clock: Clock, monkeypatch: pytest.MonkeyPatch
+):
+    ou = org.ou("prod")
+    account = org.account(ou)
+    sweep, _ = make_directory()
+    sweep.refresh()
+    clock.advance(MAX_AGE + 1)
+
+    def denied(self: EpochStore, *args: Any) -> bool:
+        raise RuntimeError("AccessDenied on UpdateItem")
+
+    monkeypatch.setattr(EpochStore, "verify", denied)
+    change = sweep.refresh()
+
+    assert change.error is None  # the record is right; only its stamp is old
+    assert change.epoch == 1
+    cold, calls = make_directory()
+    assert cold.memberships([account])[account].path == (ou,)
+    assert calls.operations["ListRoots"] == 1  # the old stamp is not trusted
