@@ -420,7 +420,7 @@ class OrganizationsDirectory:
         if head.verified_at is None or head.root is None or not self._young(head.verified_at):
             return None, head.epoch
         try:
-            loaded = self.epochs.load(head)
+            loaded = self.epochs.load(head, batched=False)
         except Exception as exc:
             log.warning("reading the recorded membership map failed (%s)", _name(exc))
             return None, head.epoch

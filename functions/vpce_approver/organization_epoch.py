@@ -162,7 +162,15 @@ def _instant(value: object) -> datetime | None:
 
 class EpochStore:
     """Read and write the membership record, bound to whatever table EscalationItem is bound
-    to (tables.bind). DynamoDB errors propagate: the directory decides what they mean."""
+    to (tables.bind). DynamoDB errors propagate: the directory decides what they mean.
+
+    One store per container (organization.directory()): it starts with its own DynamoDB
+    client, as a new Lambda container does, rather than one pynamodb cached on the model class
+    for an earlier container of the same process (tests, `vpce-approver local`)."""
+
+    def __init__(self) -> None:
+        EpochItem._connection = None
+        EpochChunkItem._connection = None
 
     def _head_model(self) -> type[EpochItem]:
         return bound_like(EpochItem)
@@ -201,24 +209,35 @@ class EpochStore:
             root=item.root if isinstance(item.root, str) and ROOT_RE.fullmatch(item.root) else None,
         )
 
-    def load(self, head: Head) -> tuple[str, dict[str, tuple[str, ...]]] | None:
+    def load(
+        self, head: Head, *, batched: bool = True
+    ) -> tuple[str, dict[str, tuple[str, ...]]] | None:
         """The membership map `head` records, None when it is missing or does not read as one
-        (its digest is checked)."""
+        (its digest is checked). `batched`: BatchGetItem (the sweep's diff), else one
+        consistent GetItem per chunk (a cold container's seed: one chunk up to ~10,000
+        accounts, and every function that decides has GetItem on the table, not all have
+        BatchGetItem)."""
         if not head.valid or head.chunk_set is None or head.digest is None:
             return None
         model = self._chunk_model()
-        blobs: list[bytes] = []
-        # One consistent GetItem per chunk (one chunk up to ~10,000 accounts): every function
-        # that decides may read the record with the GetItem it already has on the table.
-        for index in range(head.chunks):
-            key = chunk_key(head.chunk_set, index)
-            try:
-                data: object = model.get(key, consistent_read=True).data
-            except EpochChunkItem.DoesNotExist:
-                return None
-            if not isinstance(data, bytes):
-                return None
-            blobs.append(data)
+        keys = [chunk_key(head.chunk_set, i) for i in range(head.chunks)]
+        found: dict[str, bytes] = {}
+        if batched:
+            for start in range(0, len(keys), 100):
+                for item in model.batch_get(keys[start : start + 100], consistent_read=True):
+                    if isinstance(item.data, bytes):
+                        found[str(item.vpc_endpoint_id)] = item.data
+        else:
+            for key in keys:
+                try:
+                    data: object = model.get(key, consistent_read=True).data
+                except EpochChunkItem.DoesNotExist:
+                    return None
+                if isinstance(data, bytes):
+                    found[key] = data
+        if len(found) != len(keys):
+            return None
+        blobs = [found[k] for k in keys]
         decoded = _decode(b"".join(blobs))
         if decoded is None or digest(*decoded) != head.digest:
             return None

@@ -365,3 +365,22 @@ def test_a_failed_stamp_is_no_error_and_cold_containers_read_organizations(
     cold, calls = make_directory()
     assert cold.memberships([account])[account].path == (ou,)
     assert calls.operations["ListRoots"] == 1  # the old stamp is not trusted
+
+
+def test_a_chunked_record_seeds_with_one_get_item_per_chunk(
+    org: Org, make_directory: Factory, dynamo: DynamoCalls, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(organization_epoch, "CHUNK_BYTES", 200)
+    _, accounts = _tree(org)
+    everyone = [a for group in accounts.values() for a in group]
+    make_directory()[0].refresh()
+    head = EpochStore().head()
+    assert head is not None
+    assert head.chunks > 3
+    dynamo.reset()
+
+    cold, calls = make_directory()
+    assert all(m.state is MemberState.MEMBER for m in cold.memberships(everyone).values())
+
+    assert calls.total == 0
+    assert dynamo.operations == {"GetItem:head": 1, "GetItem:chunk": head.chunks}
