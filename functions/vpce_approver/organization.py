@@ -1,7 +1,15 @@
 """The AWS Organizations adapter of the Directory port (membership.py): where accounts sit.
 
 Reads (docs/ORGANIZATIONS.md, "Reading Organizations (role, cache, throttling, fail closed)"):
-- A snapshot of the whole tree, whose cost is bounded by the number of OUs, not accounts:
+- A cold (or expired) cache first seeds from the sweep's record (organization_epoch.py): one
+  consistent GetItem of the head and, when the head says the tree was verified against
+  Organizations at most `max_age` ago (`verified_at`, stamped by every recording refresh), one
+  GetItem per chunk of the recorded {account: OU path}; no Organizations call. That snapshot
+  expires at verified_at + max_age, carries the head's epoch (confirm() works unchanged), and
+  is not "fresh": accounts it does not hold are looked up one by one as below. No record, a
+  stale or future stamp, missing/corrupt chunks, a digest mismatch or paths that are not one
+  tree: the tree is read from Organizations instead (never trusted, never wider).
+- Otherwise a snapshot of the whole tree, whose cost is bounded by the number of OUs, not accounts:
   DescribeOrganization, ListRoots, then for the root and every OU ListOrganizationalUnitsForParent
   and ListAccountsForParent (20 per page). Only ACTIVE accounts are members; SUSPENDED,
   PENDING_CLOSURE, CLOSED... are OUTSIDE.
@@ -11,8 +19,9 @@ Reads (docs/ORGANIZATIONS.md, "Reading Organizations (role, cache, throttling, f
   `lookup_limit` of those per call: more unknown accounts than that cost one fresh tree read
   instead, after which an account not in the tree is OUTSIDE.
 - Every answer is used for at most `max_age` seconds (MEMBERSHIP_MAX_AGE: the stated staleness
-  bound), and never once `confirm()` saw that the deployment recorded a newer tree
-  (organization_epoch.py).
+  bound) after Organizations was read (for a seeded snapshot: after the sweep's read that
+  stamped it, not after the seed), and never once `confirm()` saw that the deployment
+  recorded a newer tree (organization_epoch.py).
 - Through the role ORGANIZATIONS_ROLE_ARN when set (STS AssumeRole, session name
   'vpce-approver', refreshed before expiry), else the deployment's own credentials; botocore's
   adaptive retry mode (client-side rate limiting once throttled, then backoff).

@@ -6,12 +6,22 @@ decided then `confirm()`s that its cached membership is at least that new (one c
 GetItem of the head item), so no decision keeps using a membership the deployment already knows
 is stale.
 
+Every successful `refresh(record=True)` also stamps the head with `verified_at` (when its tree
+read started) and the organization's `root`, whether or not it recorded a new epoch: a record
+verified at most MEMBERSHIP_MAX_AGE ago seeds a cold container's cache (organization.py) with
+no Organizations call, and that cache expires at verified_at + MEMBERSHIP_MAX_AGE. The stamp
+is one UpdateItem of those two attributes, conditional on the head's `chunk_set` being the one
+the refresher read: it never touches the epoch, digest or chunks, and it cannot land on an
+epoch recorded meanwhile (the refresher then compares with that record, as a losing writer
+does). A new record carries its own stamp.
+
 Like the sweep cursor, the limit leases and principal ownership, the record lives in the
 escalations table (not the registry, whose stream drives the grant path; not the append-only
 audit trail), has no `state` and so never appears in the `by_state` index:
 
 - the head item `#org#epoch`: the epoch number, a digest of {account: OU path} (active members),
-  the organization, the member count, when, and which chunk set holds the map;
+  the organization, the member count, when, which chunk set holds the map, and (stamped)
+  `verified_at` and `root`;
 - the map itself, zlib-compressed JSON, in chunk items `#org#epoch#<set>#<i>` of at most
   CHUNK_BYTES each: 10,000 accounts three OUs deep are ~0.6 MB of JSON but ~0.1 MB compressed,
   and the chunking means no organization size ever approaches the 400 KB item limit. The previous
