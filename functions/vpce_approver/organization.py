@@ -426,7 +426,12 @@ class OrganizationsDirectory:
             return None, 0
         if not head.valid:
             return None, None
-        if head.verified_at is None or head.root is None or not self._young(head.verified_at):
+        if (
+            self.max_age <= 0  # no cache at all: every decision reads Organizations
+            or head.verified_at is None
+            or head.root is None
+            or not self._young(head.verified_at)
+        ):
             return None, head.epoch
         try:
             loaded = self.epochs.load(head, batched=False)

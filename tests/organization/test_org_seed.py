@@ -384,3 +384,15 @@ def test_a_chunked_record_seeds_with_one_get_item_per_chunk(
 
     assert calls.total == 0
     assert dynamo.operations == {"GetItem:head": 1, "GetItem:chunk": head.chunks}
+
+
+def test_with_no_cache_every_cold_read_asks_organizations(
+    org: Org, make_directory: Factory, clock: Clock
+):
+    account = org.account(org.ou("prod"))
+    make_directory()[0].refresh()
+    # A stamp a second ahead of this clock (skew) would be "0 s old": still never a cache.
+    clock.advance(-1)
+    cold, calls = make_directory(max_age=0)
+    cold.memberships([account])
+    assert calls.operations["ListRoots"] == 1
