@@ -229,8 +229,7 @@ class Snapshot:
     loaded_at: float
     digest: str
     epoch: int | None = None  # the recorded epoch read just before the tree (None: unknown)
-    read_at: datetime | None = None  # wall clock when the read of Organizations started
-    recorded: bool = False  # seeded from the record, not read from Organizations by us
+    read_at: datetime | None = None  # wall clock when Organizations was read (seeded: verified_at)
 
 
 def _id(value: object, pattern: Any, what: str) -> str:
@@ -456,7 +455,6 @@ class OrganizationsDirectory:
             digest=digest(organization, paths),  # == head.digest (load() checked it)
             epoch=head.epoch,
             read_at=head.verified_at,
-            recorded=True,
         )
         self._snapshot = snapshot
         self._lookups.clear()  # an older record may have answered them: look them up again
