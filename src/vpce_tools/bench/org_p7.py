@@ -300,10 +300,11 @@ def p7_org_burst(ous: int = OUS, accounts: int = ACCOUNTS) -> Result:
             f"same {last.containers} containers with their cache warm (MEMBERSHIP_MAX_AGE "
             "300 s).",
             f"- One read of this tree: DescribeOrganization + ListRoots, then for the root and "
-            f"each of the {ous} OUs a page of child OUs and a page per {ORG_PAGE} accounts: "
-            f"<= {bound} calls, whatever the number of accounts up to {ORG_PAGE} per OU (a lookup "
-            f"per account would be {accounts} ListParents chains). Last run's calls, cold burst: "
-            f"{kinds[0]}; warm burst: {kinds[1]}.",
+            f"each of the {ous} OUs its pages of child OUs and of accounts ({ORG_PAGE} per page): "
+            f"<= {bound} calls, which grows with the OUs and with pages of {ORG_PAGE} accounts, "
+            f"not with each account (placing each account on its own would take at least one "
+            f"ListParents per account: {accounts}). Last run's calls, cold burst: {kinds[0]}; "
+            f"warm burst: {kinds[1]}.",
             "- Counted by botocore `before-call` on every session; a container's own "
             "directory count tells which container read (cold) and which answered from its "
             "cache (warm).",
