@@ -431,6 +431,10 @@ def _act(
         ("Rejected", len(report.rejected)),
         ("Escalated", len(report.escalated)),
         ("Errors", len(failures)),
+        (
+            "MembershipUnknown",
+            sum(o.decision.code is Reason.MEMBERSHIP_UNKNOWN for o in report.outcomes),
+        ),
     ):
         if n:
             deps.metrics.add_metric(name, "Count", n)

@@ -20,6 +20,7 @@ from .config import Settings
 from .converge import Deps, MetricSink, NoMetrics
 from .ec2 import Ec2
 from .escalations import EscalationPort, Escalations, RecordOnly
+from .membership import Directory
 from .registry import Registry
 
 if TYPE_CHECKING:
@@ -65,6 +66,17 @@ def escalation_port(settings: Settings) -> EscalationPort:
     return RecordOnly()
 
 
+def org_directory(settings: Settings, metrics: MetricSink | None = None) -> Directory | None:
+    """With OU/organization grants on, the container's Organizations directory (its cache lives
+    as long as the Deps that hold it); None otherwise: OU/organization grants then decide
+    nothing and Organizations is never called."""
+    if not settings.organization_grants:
+        return None
+    from .organization import directory  # only deployments that use it pay for the import
+
+    return directory(settings, metrics=metrics)
+
+
 def build(
     settings: Settings | None = None,
     *,
@@ -75,7 +87,10 @@ def build(
     bind_tables(settings)
     return Deps(
         ec2=Ec2(ec2_client(settings), ids_per_call=settings.ids_per_call),
-        registry=Registry(allow_wildcard_principal=settings.allow_wildcard_principal),
+        registry=Registry(
+            allow_wildcard_principal=settings.allow_wildcard_principal,
+            directory=org_directory(settings, metrics),
+        ),
         audit=Audit(),
         escalations=Escalations(),
         port=port if port is not None else escalation_port(settings),
