@@ -330,6 +330,29 @@ EC2_SERVICE_RESOURCE = {
 }
 # Actions that need no permission at all.
 NO_PERMISSION = {"sts:GetCallerIdentity"}
+# Organizations actions that take a resource (Service Authorization Reference), by the request
+# parameter naming it. Its ARN is arn:aws:organizations::<management account>:<type>/o-<org>/<id>;
+# a call names only the ID, so the management account and organization are placeholders here:
+# the template scopes these actions by resource type (root, ou, account), never by organization.
+ORGANIZATIONS_RESOURCE_PARAM = {
+    "ListAccountsForParent": "ParentId",
+    "ListOrganizationalUnitsForParent": "ParentId",
+    "ListChildren": "ParentId",
+    "ListParents": "ChildId",
+    "DescribeAccount": "AccountId",
+    "DescribeOrganizationalUnit": "OrganizationalUnitId",
+}
+ORGANIZATION_PLACEHOLDER = "o-exampleorg1"
+
+
+def organizations_arn(resource_id: str) -> str:
+    """The ARN IAM authorizes an Organizations call on, from the ID the call names."""
+    base = f"arn:aws:organizations::{ACCOUNT}"
+    if resource_id.startswith("r-"):
+        return f"{base}:root/{ORGANIZATION_PLACEHOLDER}/{resource_id}"
+    if resource_id.startswith("ou-"):
+        return f"{base}:ou/{ORGANIZATION_PLACEHOLDER}/{resource_id}"
+    return f"{base}:account/{ORGANIZATION_PLACEHOLDER}/{resource_id}"
 
 
 @dataclass(frozen=True)
@@ -375,6 +398,11 @@ def to_call(service: str, operation: str, params: Mapping[str, Any]) -> Call:
             else "*"
             for r in params["Resources"]
         ]
+    elif prefix == "organizations" and operation in ORGANIZATIONS_RESOURCE_PARAM:
+        resource_id = params.get(ORGANIZATIONS_RESOURCE_PARAM[operation])
+        resources = [organizations_arn(str(resource_id))] if resource_id else ["*"]
+    elif prefix == "sts" and operation == "AssumeRole" and "RoleArn" in params:
+        resources = [str(params["RoleArn"])]
     elif prefix == "sqs" and "QueueUrl" in params:
         queue = str(params["QueueUrl"]).rstrip("/").rsplit("/", 1)[-1]
         resources = [f"arn:aws:sqs:{REGION}:{ACCOUNT}:{queue}"]
