@@ -4,10 +4,14 @@ YAML: a list of mappings, or a mapping with a `grants:` list. CSV: a header row 
 columns. Fields (only service_id and consumer are required):
 
     service_id     vpce-svc-… or *
-    consumer       12-digit account ID
+    consumer       12-digit account ID, an OU (ou-xxxx-xxxxxxxx, its nested OUs included) or
+                   the whole organization (o-xxxxxxxxxx)
     status         allow (default) | deny | suspended
-    principals     list, or one string separated by spaces, commas or semicolons;
-                   default for an allow grant: arn:aws:iam::<consumer>:root
+    principals     account grants: list, or one string separated by spaces, commas or
+                   semicolons; default for an allow grant: arn:aws:iam::<consumer>:root.
+                   OU/organization grants: none (each member account's own principal)
+    principal_role OU/organization grants only: the IAM role name whose ARN in each member
+                   account goes on the allow-list (default: each member's root)
     expires_at     ISO 8601 time (2027-01-31T00:00:00Z) or date (2027-01-31 = midnight UTC)
     max_endpoints  positive integer
     regions        list, or one separated string
@@ -45,6 +49,7 @@ FIELDS = (
     "owner",
     "note",
     "revoke",
+    "principal_role",
 )
 FORMATS = ("yaml", "csv")
 SEPARATORS = re.compile(r"[\s,;]+")
@@ -266,6 +271,7 @@ def grant_from_row(
         owner=_text(data, "owner"),
         note=_text(data, "note"),
         revoke=_bool(data, "revoke"),
+        principal_role=_text(data, "principal_role"),
     )
     grant = validate_grant(grant, now, allow_wildcard_principal=allow_wildcard_principal)
     if known_regions is not None:
@@ -326,6 +332,7 @@ def row_from_grant(grant: Grant) -> dict[str, Any]:
         "owner": grant.owner,
         "note": grant.note,
         "revoke": grant.revoke,
+        "principal_role": grant.principal_role,
     }
     return {k: val for k, val in row.items() if val not in (None, [])}
 

@@ -383,6 +383,9 @@ def _table_arns(operation: str, params: Mapping[str, Any]) -> list[str]:
     return ["*"]
 
 
+UNKNOWN_STACK_ID = "00000000-0000-0000-0000-000000000000"
+
+
 def to_call(service: str, operation: str, params: Mapping[str, Any]) -> Call:
     prefix = IAM_PREFIX.get(service, service)
     action = f"{prefix}:{operation}"
@@ -401,6 +404,14 @@ def to_call(service: str, operation: str, params: Mapping[str, Any]) -> Call:
     elif prefix == "organizations" and operation in ORGANIZATIONS_RESOURCE_PARAM:
         resource_id = params.get(ORGANIZATIONS_RESOURCE_PARAM[operation])
         resources = [organizations_arn(str(resource_id))] if resource_id else ["*"]
+    elif prefix == "cloudformation" and "StackName" in params:
+        # By name, IAM authorizes the stack's ARN (stack/<name>/<id>); the ID is not in the call.
+        name = str(params["StackName"])
+        resources = [
+            name
+            if name.startswith("arn:")
+            else f"arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/{name}/{UNKNOWN_STACK_ID}"
+        ]
     elif prefix == "sts" and operation == "AssumeRole" and "RoleArn" in params:
         resources = [str(params["RoleArn"])]
     elif prefix == "sqs" and "QueueUrl" in params:

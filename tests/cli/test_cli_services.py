@@ -187,11 +187,13 @@ def test_pending_lists_waiting_connections_with_their_decision(
     assert rows[THIRD]["vpc_endpoint_id"] == ids[THIRD]
     code, out, err = cli("pending")
     assert "3 pending connection(s) on 1 managed service(s)" in err
-    # 9 columns do not fit 100 characters: one block per connection, every field labelled
+    # 10 columns do not fit 100 characters: one block per connection, every field labelled
     lines = out.splitlines()
-    assert [line.split()[0] for line in lines[1:9]] == [
-        "ENDPOINT", "OWNER", "REGION", "AGE", "DECISION", "CODE", "ESCALATION", "WHY"
+    assert [line.split()[0] for line in lines[1:10]] == [
+        "ENDPOINT", "OWNER", "REGION", "AGE", "DECISION", "CODE", "ESCALATION", "GRANT", "WHY"
     ]  # fmt: skip
+    assert rows[CONSUMER]["grant"] == f"{service.service_id}/{CONSUMER}"
+    assert (rows[THIRD]["grant"], rows[THIRD]["via"]) == (None, None)
     deployment.poller().drain()
     code, out, _ = cli("pending", "--format", "json")
     assert [(r["owner"], r["escalation"]) for r in json.loads(out)] == [(THIRD, "open")]

@@ -185,17 +185,32 @@ def _buttons(item: EscalationItem, service_name: str | None) -> ActionsBlock:
     )
 
 
+# Codes whose reason needs a word on what it means for the approver (the reason says which grant).
+CODE_NOTES = {
+    "membership-unknown": (
+        "Where this account sits in AWS Organizations could not be read, so no OU or"
+        " organization grant may accept it (fail closed). Approve lets this one connection in;"
+        " later connections are decided again once Organizations can be read."
+    ),
+}
+
+
+def why_text(item: EscalationItem) -> str:
+    """Why the connection was not auto-approved: the policy's reason, which names the grant
+    that decided and, for an OU/organization grant, the account's path that matched
+    ('grant svc/ou-… (path o-… / ou-…)'), and a note for the codes that need one."""
+    text = f"*Why not auto-approved* ({escape(item.code)})\n{escape(item.reason)}"
+    note = CODE_NOTES.get(item.code)
+    return f"{text}\n_{escape(note)}_" if note else text
+
+
 def _blocks(
     item: EscalationItem, service_name: str | None, now: datetime, last: Block, *, header: str
 ) -> list[dict[str, Any]]:
     blocks: list[Block] = [
         HeaderBlock(text=header),
         SectionBlock(fields=[MarkdownTextObject(text=f) for f in _fields(item, service_name, now)]),
-        SectionBlock(
-            text=MarkdownTextObject(
-                text=f"*Why not auto-approved* ({escape(item.code)})\n{escape(item.reason)}"
-            )
-        ),
+        SectionBlock(text=MarkdownTextObject(text=why_text(item))),
         last,
     ]
     return [b.to_dict() for b in blocks]

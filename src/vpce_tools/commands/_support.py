@@ -48,6 +48,65 @@ def deps(args: argparse.Namespace) -> Deps:
     return runtime.build(settings(args))
 
 
+ORGANIZATION_GRANTS_PARAMETER = "OrganizationGrants"
+ORGANIZATIONS_ROLE_PARAMETER = "OrganizationsRoleArn"
+
+
+def stack_parameters(s: Settings, stack: str) -> dict[str, str] | None:
+    """The deployed stack's parameters (None: the stack cannot be read, e.g. the emulator)."""
+    try:
+        found = client("cloudformation", s).describe_stacks(StackName=stack).get("Stacks", [])
+    except (BotoCoreError, ClientError):
+        return None
+    if not found:
+        return None
+    return {
+        str(p.get("ParameterKey")): str(p.get("ParameterValue", ""))
+        for p in found[0].get("Parameters", [])
+    }
+
+
+def organization_setting(
+    s: Settings, stack: str, parameters: dict[str, str] | None = None
+) -> tuple[bool, str]:
+    """Whether the deployment reads AWS Organizations (OU/organization grants decide), and
+    where that was found: ORGANIZATION_GRANTS in this shell when set, else the stack's
+    OrganizationGrants parameter, else the default (off)."""
+    import os
+
+    if os.environ.get("ORGANIZATION_GRANTS", "").strip():
+        return s.organization_grants, "ORGANIZATION_GRANTS in this shell"
+    if parameters is None:
+        parameters = stack_parameters(s, stack)
+    if parameters is not None and ORGANIZATION_GRANTS_PARAMETER in parameters:
+        value = parameters[ORGANIZATION_GRANTS_PARAMETER].strip().lower() == "true"
+        return value, f"stack {stack}'s {ORGANIZATION_GRANTS_PARAMETER} parameter"
+    return s.organization_grants, "the default: ORGANIZATION_GRANTS unset, stack not readable"
+
+
+def decision_settings(args: argparse.Namespace) -> tuple[Settings, str]:
+    """The settings the deployment decides with, as far as the CLI can tell: OU/organization
+    grants are read (through the deployment's OrganizationsRoleArn) when the deployment reads
+    them, even if this shell sets neither ORGANIZATION_GRANTS nor ORGANIZATIONS_ROLE_ARN.
+    Also says where the OU/organization setting was found (organization_setting)."""
+    import dataclasses
+    import os
+
+    base = settings(args)
+    parameters = stack_parameters(base, args.stack)
+    on, source = organization_setting(base, args.stack, parameters)
+    role = base.organizations_role_arn
+    if not os.environ.get("ORGANIZATIONS_ROLE_ARN") and parameters:
+        role = parameters.get(ORGANIZATIONS_ROLE_PARAMETER) or role
+    chosen = dataclasses.replace(base, organization_grants=on, organizations_role_arn=role)
+    return chosen, source
+
+
+def decision_deps(args: argparse.Namespace) -> Deps:
+    """Deps that decide as the deployment does (explain, pending, doctor)."""
+    return runtime.build(decision_settings(args)[0])
+
+
 def require_tables() -> None:
     """Read one item of each table, so that a wrong --stack (or no credentials) fails here, as
     one line through aws_errors, before a command that logs and carries on past each failure."""

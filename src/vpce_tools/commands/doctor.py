@@ -4,9 +4,11 @@ fails.
 
 Service checks: available, acceptance required, managed by this deployment (enrollment + tag),
 allowed principals against the registry (missing / extra: the sweep's allow-list drift),
-connection notification in place, private DNS name verified, published AZs, NLB cross-zone load
-balancing, target group health. For an endpoint, also: the consumer on the allowed principals,
-the connection's state, and the decision the registry gives it."""
+connection notification in place, OU/organization grants (do they decide at all: the deployment
+reads AWS Organizations, and can it), private DNS name verified, published AZs, NLB cross-zone
+load balancing, target group health. For an endpoint, also: the consumer on the allowed
+principals, where it sits in the organization, the connection's state, and the decision the
+registry gives it."""
 
 from __future__ import annotations
 
@@ -17,8 +19,10 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from vpce_approver import runtime
 from vpce_approver.converge import Deps, preview
-from vpce_approver.model import Action, Connection, norm_state
+from vpce_approver.membership import Directory
+from vpce_approver.model import WILDCARD_SERVICE, Action, Connection, Scope, norm_state, scope_of
 from vpce_approver.sweep.principals import inspect as allow_list_drift
 
 from . import _support as s
@@ -106,6 +110,10 @@ def check_allow_list(service_id: str, deps: Deps) -> list[Check]:
             f" {some(drift.extra)}"
         )
     kept = f"; {drift.foreign} not added by this deployment (left alone)" if drift.foreign else ""
+    if drift.members:
+        kept += f"; {drift.members} member account(s) of granted OUs/organization counted"
+    if drift.incomplete:
+        problems.append(f"incomplete: {drift.incomplete} (nothing is removed until it can be read)")
     if problems:
         detail = "; ".join(problems) + f" (the next sweep fixes it){kept}"
         return [Check(name, WARN, detail)]
@@ -229,6 +237,84 @@ def check_targets(elbv2: Any, lb_arn: str, name: str) -> Check:
     return Check("target health", WARN if unhealthy else OK, detail)
 
 
+ORGANIZATION_CHECK = "organization grants"
+
+
+def _organization_grants(service_id: str, deps: Deps) -> list[str]:
+    """Labels of the OU/organization items (malformed ones too) that can decide on the service:
+    its own and the `*` ones."""
+    entries = [
+        *deps.registry.entries(service=service_id),
+        *deps.registry.entries(service=WILDCARD_SERVICE),
+    ]
+    return [e.label for e in entries if scope_of(e.consumer) is not Scope.ACCOUNT]
+
+
+def _readable(directory: Directory, scopes: list[str]) -> str | None:
+    """None when Organizations can be read, else why not. The members of a granted scope come
+    from the directory's cache when the allow-list check has just read them; only without
+    one (or when that read failed, to learn why) is the tree read (refresh, recording
+    nothing)."""
+    if scopes and directory.members(scopes[0]) is not None:
+        return None
+    return directory.refresh(record=False).error
+
+
+def _some(labels: list[str], n: int = 3) -> str:
+    more = f" (+{len(labels) - n} more)" if len(labels) > n else ""
+    return ", ".join(labels[:n]) + more
+
+
+def check_organization(
+    service_id: str, deps: Deps, *, on: bool, source: str, owner: str | None = None
+) -> list[Check]:
+    """OU/organization grants decide only when the deployment reads AWS Organizations: off, they
+    are never read, so they accept nothing and an OU/organization deny does not reject (the
+    connections they would cover get the no-grant default). On: can Organizations be read (the
+    directory the decision path uses), and for a connection, where its owner sits."""
+    labels = _organization_grants(service_id, deps)
+    if not on:
+        if not labels:
+            return []
+        return [
+            Check(
+                ORGANIZATION_CHECK,
+                WARN,
+                f"{len(labels)} OU/organization grant(s) ({_some(labels)}) but this deployment"
+                f" does not read AWS Organizations (off: {source}): they are never read, so they"
+                " accept nothing and an OU/organization deny does not reject (connections they"
+                " would cover get the no-grant default); deploy with OrganizationGrants=true",
+            )
+        ]
+    directory = deps.registry.directory
+    what = f"{len(labels)} OU/organization grant(s)" + (f": {_some(labels)}" if labels else "")
+    if directory is None:
+        return [
+            Check(
+                ORGANIZATION_CHECK,
+                WARN,
+                f"on ({source}); {what}; this CLI has no Organizations reader to check with",
+            )
+        ]
+    if owner is not None:
+        found = directory.memberships([owner]).get(owner)
+        error = found.error if found is not None and not found.known else None
+        where = found.describe() if found is not None else "unknown"
+    else:
+        error, where = _readable(directory, [label.split("/", 1)[1] for label in labels]), ""
+    if error:
+        return [
+            Check(
+                ORGANIZATION_CHECK,
+                FAIL if labels else WARN,
+                f"on ({source}), but AWS Organizations cannot be read ({error}): nothing is"
+                f" accepted on an OU/organization grant (membership-unknown escalations); {what}",
+            )
+        ]
+    place = f"; {owner} sits at {where}" if owner is not None else ""
+    return [Check(ORGANIZATION_CHECK, OK, f"on ({source}), Organizations readable; {what}{place}")]
+
+
 # ----------------------------------------------------------------------------- connection checks
 
 
@@ -281,9 +367,9 @@ def _guard(name: str, check: Callable[[], Check | list[Check]]) -> list[Check]:
 
 
 def diagnose(target: str, args: argparse.Namespace) -> tuple[list[Check], str]:
-    settings = s.settings(args)
+    settings, source = s.decision_settings(args)
     ec2 = s.client("ec2", settings)
-    deps = s.deps(args)
+    deps = runtime.build(settings)
     conn: Connection | None = None
     if target.startswith("vpce-svc-"):
         service_id = service_id_arg(target)
@@ -299,6 +385,13 @@ def diagnose(target: str, args: argparse.Namespace) -> tuple[list[Check], str]:
     checks += _guard("managed", lambda: check_managed(config, deps, args.stack))
     checks += _guard("connection notification", lambda: check_notification(ec2, service_id, topic))
     checks += _guard("allowed principals", lambda: check_allow_list(service_id, deps))
+    owner = conn.owner if conn is not None else None
+    checks += _guard(
+        ORGANIZATION_CHECK,
+        lambda: check_organization(
+            service_id, deps, on=settings.organization_grants, source=source, owner=owner
+        ),
+    )
     checks += _guard("private DNS name", lambda: check_private_dns(config))
     checks += _guard("availability zones", lambda: check_azs(config))
     checks += _guard("load balancer", lambda: check_load_balancers(elbv2, config))

@@ -1,5 +1,6 @@
 """`vpce-approver pending`: pendingAcceptance connections across the managed services, with the
-decision each would get now."""
+decision each would get now and the grant that decides it (for an OU/organization grant, with
+the account's path that matched)."""
 
 from __future__ import annotations
 
@@ -24,9 +25,16 @@ def register(subs: Any) -> None:
     p.set_defaults(run=run)
 
 
+def grant_cell(label: str | None, via: str | None) -> str | None:
+    """The deciding grant; for an OU/organization grant, the account's path that matched."""
+    if label is None:
+        return None
+    return f"{label} via {via}" if via else label
+
+
 @s.aws_errors
 def run(args: argparse.Namespace) -> int:
-    deps = s.deps(args)
+    deps = s.decision_deps(args)
     services = [i.service_id for i in deps.registry.managed_services()]
     if args.service:
         unknown = sorted(set(args.service) - set(services))
@@ -55,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
                     "action": decision.action.value,
                     "code": decision.code.value,
                     "reason": decision.reason,
+                    "grant": decision.grant.label if decision.grant else None,
+                    "via": decision.via,
                     "escalation": escalation.state if escalation else None,
                 }
             )
@@ -72,11 +82,23 @@ def run(args: argparse.Namespace) -> int:
                 r["action"],
                 r["code"],
                 r["escalation"],
+                grant_cell(r["grant"], r["via"]),
                 r["reason"],
             )
             for r in rows
         ),
-        ("SERVICE", "ENDPOINT", "OWNER", "REGION", "AGE", "DECISION", "CODE", "ESCALATION", "WHY"),
+        (
+            "SERVICE",
+            "ENDPOINT",
+            "OWNER",
+            "REGION",
+            "AGE",
+            "DECISION",
+            "CODE",
+            "ESCALATION",
+            "GRANT",
+            "WHY",
+        ),
     )
     print(
         f"{len(rows)} pending connection(s) on {len(services)} managed service(s)", file=sys.stderr

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from vpce_approver.model import Grant, GrantStatus
+from vpce_approver.model import Grant, GrantStatus, Scope
 from vpce_approver.registry import (
     RegistryError,
     Undecodable,
@@ -157,6 +157,12 @@ def _gives_access(grant: Grant | None, now: datetime) -> bool:
     return grant is not None and grant.status is GrantStatus.ALLOW and not grant.expired(now)
 
 
+def _whose(grant: Grant | None) -> str:
+    """Whose connections a grant's revocation rejects: the account's, or an OU/organization
+    grant's member accounts'."""
+    return "its" if grant is None or grant.scope is Scope.ACCOUNT else "its member accounts'"
+
+
 def destructive(plan: Plan, *, revoke_default: bool, now: datetime) -> list[str]:
     """The steps that remove a grant or take access away with revocation on: each needs a yes."""
     out = []
@@ -164,13 +170,20 @@ def destructive(plan: Plan, *, revoke_default: bool, now: datetime) -> list[str]
         old = step.old.grant if step.old else None
         if step.op == "remove":
             revoke = old.revoke if old and old.revoke is not None else revoke_default
-            tail = " and rejects its live connections" if revoke and _gives_access(old, now) else ""
+            whose = _whose(old)
+            tail = (
+                f" and rejects {whose} live connections"
+                if revoke and _gives_access(old, now)
+                else ""
+            )
             out.append(f"removes {step.label}{tail}")
         elif step.op == "change" and _gives_access(old, now) and not _gives_access(step.new, now):
             new = step.new
             revoke = new.revoke if new and new.revoke is not None else revoke_default
             if revoke:
-                out.append(f"revokes {step.label} (its live connections will be rejected)")
+                out.append(
+                    f"revokes {step.label} ({_whose(old)} live connections will be rejected)"
+                )
     return out
 
 
@@ -294,7 +307,11 @@ def _file_args(p: argparse.ArgumentParser) -> None:
 def _make_plan(args: argparse.Namespace) -> tuple[Plan, Any, Any]:
     settings = s.settings(args)
     grants = load_file(args, settings)
-    deps = s.deps(args)
+    from .registry import warn_org_scopes
+
+    scoped = any(g.scope is not Scope.ACCOUNT for _, g in grants)
+    deps = s.decision_deps(args) if scoped else s.deps(args)
+    warn_org_scopes((g.consumer for _, g in grants), deps.registry.directory)
     warn_unenrolled(
         unenrolled((g for _, g in grants), deps),
         args.stack,

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterable
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from vpce_approver import validation as v
-from vpce_approver.model import Grant, GrantStatus, MalformedItem
+from vpce_approver.membership import Directory
+from vpce_approver.model import Grant, GrantStatus, MalformedItem, Scope, scope_of
 from vpce_approver.registry import Registry, StoredItem, Undecodable, get_item, iso
 from vpce_tools import grantfile
 from vpce_tools.cli import UsageError
@@ -39,10 +41,22 @@ def register(subs: Any) -> None:
         action="append",
         default=[],
         metavar="ARN",
-        help="allowed principal (repeat); default for allow: arn:aws:iam::<consumer>:root",
+        help="allowed principal (repeat); default for allow: arn:aws:iam::<consumer>:root"
+        " (account grants only)",
+    )
+    add.add_argument(
+        "--principal-role",
+        metavar="NAME",
+        help="OU/organization grants: allow arn:<partition>:iam::<member>:role/NAME of every"
+        " member account (default: each member's root)",
     )
     add.add_argument("--expires", metavar="WHEN", help="ISO time (…Z) or relative: 30d, 12h")
-    add.add_argument("--max-endpoints", type=int, metavar="N", help="live endpoints allowed")
+    add.add_argument(
+        "--max-endpoints",
+        type=int,
+        metavar="N",
+        help="live endpoints allowed (per member account for an OU/organization grant)",
+    )
     add.add_argument(
         "--region",
         dest="regions",
@@ -61,7 +75,7 @@ def register(subs: Any) -> None:
 
     ls = cmds.add_parser("list", help="list grants")
     ls.add_argument("--service", help="only this service (vpce-svc-… or *)")
-    ls.add_argument("--consumer", help="only this consumer account")
+    ls.add_argument("--consumer", help="only this consumer (account, ou-… or o-…)")
     s.add_format(ls, ("table", "json", "yaml", "csv"))
     ls.set_defaults(run=run_list)
 
@@ -113,7 +127,11 @@ def register(subs: Any) -> None:
 
 def _key_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("service", help="vpce-svc-… or * (every managed service)")
-    p.add_argument("consumer", help="consumer AWS account ID (12 digits)")
+    p.add_argument(
+        "consumer",
+        help="consumer: an AWS account ID (12 digits), an OU (ou-xxxx-xxxxxxxx, nested OUs"
+        " included) or the whole organization (o-xxxxxxxxxx)",
+    )
 
 
 def _revoke_args(p: argparse.ArgumentParser) -> None:
@@ -151,7 +169,7 @@ def _key(args: argparse.Namespace) -> tuple[str, str]:
     try:
         return (
             v.service_id(args.service, field="service", allow_wildcard=True),
-            v.account_id(args.consumer),
+            v.consumer(args.consumer),
         )
     except v.ValidationError as exc:
         raise UsageError(str(exc)) from None
@@ -171,6 +189,9 @@ def _warn(bad: MalformedItem) -> None:
 
 def _describe(grant: Grant) -> dict[str, Any]:
     row = grantfile.row_from_grant(grant)
+    row["scope"] = grant.scope.value
+    if grant.scope is not Scope.ACCOUNT and grant.status is GrantStatus.ALLOW:
+        row["allow_list"] = f"arn:<partition>:iam::<member account>:{member_principal(grant)}"
     if grant.updated_by:
         row["updated_by"] = grant.updated_by
     if grant.updated_at:
@@ -184,8 +205,11 @@ def _describe(grant: Grant) -> dict[str, Any]:
 @s.aws_errors
 def run_add(args: argparse.Namespace) -> int:
     service_id, consumer = _key(args)
+    _check_principal_options(consumer, args)
     settings = s.settings(args)
-    deps = s.deps(args)
+    # An OU/organization grant: read the organization as the deployment does, to catch a typo.
+    org_scoped = scope_of(consumer) is not Scope.ACCOUNT
+    deps = s.decision_deps(args) if org_scoped else s.deps(args)
     now = datetime.now(UTC)
     row: dict[str, Any] = {
         "service_id": service_id,
@@ -198,6 +222,7 @@ def run_add(args: argparse.Namespace) -> int:
         "owner": args.owner,
         "note": args.note,
         "revoke": None if args.revoke is None else str(args.revoke).lower(),
+        "principal_role": args.principal_role,
     }
     try:
         grant = grantfile.grant_from_row(
@@ -216,12 +241,74 @@ def run_add(args: argparse.Namespace) -> int:
             f"a grant for {service_id}/{consumer} exists; use --replace to overwrite it"
             " (or registry show/suspend/remove)"
         )
+    if org_scoped:
+        warn_org_scopes([consumer], deps.registry.directory)
     deps.registry.put(grant, by=s.actor(args, settings), now=now)
     print(f"{grant.status.value} {service_id}/{consumer} written", end="")
     if grant.principals:
         print(f"; principals {', '.join(grant.principals)}", end="")
+    elif grant.scope is not Scope.ACCOUNT:
+        print(f" ({SCOPE_NAMES[grant.scope]} grant", end="")
+        if grant.status is GrantStatus.ALLOW:
+            print(f"; allow-list: {member_principal(grant)} of every member account", end="")
+        print(")", end="")
     print(" (takes effect through the registry stream)")
     return 0
+
+
+SCOPE_NAMES = {Scope.ACCOUNT: "account", Scope.OU: "OU", Scope.ORGANIZATION: "organization"}
+
+
+def _whose(grant: Grant) -> str:
+    return "its" if grant.scope is Scope.ACCOUNT else "its member accounts'"
+
+
+def member_principal(grant: Grant) -> str:
+    """What an OU/organization grant puts on the allow-list for each member account."""
+    return f"role/{grant.principal_role}" if grant.principal_role else "root"
+
+
+def warn_org_scopes(consumers: Iterable[str], directory: Directory | None) -> None:
+    """Warnings (never a refusal: an empty OU may be meant for accounts yet to come) for the
+    OU/organization consumers among `consumers`: the deployment reads no organization (they
+    decide nothing), or it lists no active account under one (a typo, another organization).
+    Nothing is said for one whose members cannot be read."""
+    scoped = sorted({c for c in consumers if scope_of(c) is not Scope.ACCOUNT})
+    if not scoped:
+        return
+    if directory is None:
+        print(
+            f"warning: {', '.join(scoped)}: this deployment does not read AWS Organizations"
+            " (OrganizationGrants off): OU/organization grants decide nothing until it does",
+            file=sys.stderr,
+        )
+        return
+    for consumer in scoped:
+        if directory.members(consumer) == frozenset():
+            what = "OU" if scope_of(consumer) is Scope.OU else "organization"
+            print(
+                f"warning: {consumer}: AWS Organizations lists no active account in this {what}"
+                " (a typo, another organization, or an empty OU): the grant applies to nobody"
+                " yet",
+                file=sys.stderr,
+            )
+
+
+def _check_principal_options(consumer: str, args: argparse.Namespace) -> None:
+    """--principal lists an account's own ARNs; --principal-role names the role of every member
+    of an OU/organization: each is refused where it cannot mean anything."""
+    scope = scope_of(consumer)
+    if scope is Scope.ACCOUNT and args.principal_role is not None:
+        raise UsageError(
+            f"--principal-role is for OU (ou-…) and organization (o-…) grants; {consumer} is an"
+            f" account: list its principals with --principal arn:aws:iam::{consumer}:role/NAME"
+        )
+    if scope is not Scope.ACCOUNT and args.principal:
+        raise UsageError(
+            f"--principal is for account grants; {consumer} is an {SCOPE_NAMES[scope]}, whose"
+            " member accounts each get their own principal: use --principal-role NAME (their"
+            " role NAME) or nothing (their root)"
+        )
 
 
 @s.aws_errors
@@ -247,11 +334,12 @@ def run_suspend(args: argparse.Namespace) -> int:
     if effective and grant.status is GrantStatus.ALLOW and not grant.expired(now):
         s.confirm(
             args,
-            f"suspend {service_id}/{consumer} and reject its live connections (revocation on)",
+            f"suspend {service_id}/{consumer} and reject {_whose(grant)} live connections"
+            " (revocation on)",
         )
     deps.registry.put(changed, by=s.actor(args, settings), now=now)
     tail = (
-        "its live connections will be rejected"
+        f"{_whose(grant)} live connections will be rejected"
         if effective
         else "live connections stay (no revocation); new ones escalate"
     )
@@ -302,7 +390,7 @@ def run_list(args: argparse.Namespace) -> int:
             if args.service
             else None
         )
-        consumer = v.account_id(args.consumer) if args.consumer else None
+        consumer = v.consumer(args.consumer) if args.consumer else None
     except v.ValidationError as exc:
         raise UsageError(str(exc)) from None
     deps = s.deps(args)
@@ -320,8 +408,8 @@ def run_list(args: argparse.Namespace) -> int:
                 (
                     g.service_id,
                     g.consumer,
-                    g.status.value + (" (expired)" if g.expired(now) else ""),
-                    [short_principal(p, g.consumer) for p in g.principals],
+                    status_cell(g, now),
+                    _principals_cell(g),
                     _terms(g),
                     g.owner,
                     g.note,
@@ -341,10 +429,31 @@ def short_principal(principal: str, consumer: str) -> str:
     return principal.removeprefix(prefix) if principal.startswith(prefix) else principal
 
 
+SCOPE_MARKS = {Scope.ACCOUNT: "", Scope.OU: "OU", Scope.ORGANIZATION: "org"}
+
+
+def status_cell(grant: Grant, now: datetime) -> str:
+    """`allow`; an OU or organization grant says so: `allow (OU)`, `deny (org)`; and
+    `(expired)` / `(OU, expired)` once it has lapsed."""
+    marks = [SCOPE_MARKS[grant.scope]] if grant.scope is not Scope.ACCOUNT else []
+    if grant.expired(now):
+        marks.append("expired")
+    return grant.status.value + (f" ({', '.join(marks)})" if marks else "")
+
+
+def _principals_cell(grant: Grant) -> list[str] | str | None:
+    if grant.scope is Scope.ACCOUNT:
+        return [short_principal(p, grant.consumer) for p in grant.principals]
+    if grant.status is not GrantStatus.ALLOW:
+        return None
+    return f"each member's {member_principal(grant)}"
+
+
 def _terms(grant: Grant) -> str | None:
     terms = []
     if grant.max_endpoints is not None:
-        terms.append(f"max {grant.max_endpoints}")
+        each = " per account" if grant.scope is not Scope.ACCOUNT else ""
+        terms.append(f"max {grant.max_endpoints}{each}")
     if grant.regions:
         terms.append(" ".join(sorted(grant.regions)))
     if grant.expires_at is not None:
@@ -424,7 +533,9 @@ def run_import(args: argparse.Namespace) -> int:
     if not grants:
         print(f"{args.file}: no grants in the file; nothing to do")
         return 0
-    deps = s.deps(args)
+    scoped = any(g.scope is not Scope.ACCOUNT for _, g in grants)
+    deps = s.decision_deps(args) if scoped else s.deps(args)
+    warn_org_scopes((g.consumer for _, g in grants), deps.registry.directory)
     from .plan import compute as compute_plan
     from .plan import destructive, read_live, unenrolled, warn_unenrolled
 
