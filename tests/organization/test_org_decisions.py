@@ -296,8 +296,9 @@ def test_an_ou_grants_history_is_found_by_its_ou(
     stream.drain()
     deps.registry.remove(closed.service_id, PROD, by="alice")
     stream.drain()
-    history = sorted(AuditItem.by_consumer.query(PROD), key=lambda a: a.sk)
-    actions = [a.action for a in history if a.action.startswith("grant-")]
-    # (remove stamps who removes it first: a grant-changed in between)
-    assert (actions[0], actions[-1]) == ("grant-added", "grant-removed")
+    history = list(AuditItem.by_consumer.query(PROD))
+    # (within one second the sort key does not order them; remove stamps who removes it first)
+    actions = {a.action for a in history if a.action.startswith("grant-")}
+    assert {"grant-added", "grant-removed"} <= actions
     assert {a.actor for a in history if a.action == "grant-removed"} == {"registry:alice"}
+    assert all(a.consumer == PROD for a in history)
