@@ -301,4 +301,3 @@ def test_an_ou_grants_history_is_found_by_its_ou(
     actions = {a.action for a in history if a.action.startswith("grant-")}
     assert {"grant-added", "grant-removed"} <= actions
     assert {a.actor for a in history if a.action == "grant-removed"} == {"registry:alice"}
-    assert all(a.consumer == PROD for a in history)
