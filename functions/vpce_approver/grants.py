@@ -643,7 +643,10 @@ def _audit_change(report: ChangeReport, deps: Deps) -> None:
         reason = "expired (TTL deletion)" if change.by_ttl else "deleted"
     else:
         reason = describe_diff(old, new)
-    consumer = change.consumer if v.ACCOUNT_RE.fullmatch(change.consumer or "") else None
+    try:  # an account, an OU or an organization: `audit --consumer` finds its grant's history
+        consumer: str | None = v.consumer(change.consumer)
+    except v.ValidationError:
+        consumer = None
     deps.audit.write(
         [
             AuditRecord(

@@ -1,7 +1,15 @@
 """The AWS Organizations adapter of the Directory port (membership.py): where accounts sit.
 
 Reads (docs/ORGANIZATIONS.md, "Reading Organizations (role, cache, throttling, fail closed)"):
-- A snapshot of the whole tree, whose cost is bounded by the number of OUs, not accounts:
+- A cold (or expired) cache first seeds from the sweep's record (organization_epoch.py): one
+  consistent GetItem of the head and, when the head says the tree was verified against
+  Organizations at most `max_age` ago (`verified_at`, stamped by every recording refresh), one
+  GetItem per chunk of the recorded {account: OU path}; no Organizations call. That snapshot
+  expires at verified_at + max_age, carries the head's epoch (confirm() works unchanged), and
+  is not "fresh": accounts it does not hold are looked up one by one as below. No record, a
+  stale or future stamp, missing/corrupt chunks, a digest mismatch or paths that are not one
+  tree: the tree is read from Organizations instead (never trusted, never wider).
+- Otherwise a snapshot of the whole tree, whose cost is bounded by the number of OUs, not accounts:
   DescribeOrganization, ListRoots, then for the root and every OU ListOrganizationalUnitsForParent
   and ListAccountsForParent (20 per page). Only ACTIVE accounts are members; SUSPENDED,
   PENDING_CLOSURE, CLOSED... are OUTSIDE.
@@ -11,8 +19,9 @@ Reads (docs/ORGANIZATIONS.md, "Reading Organizations (role, cache, throttling, f
   `lookup_limit` of those per call: more unknown accounts than that cost one fresh tree read
   instead, after which an account not in the tree is OUTSIDE.
 - Every answer is used for at most `max_age` seconds (MEMBERSHIP_MAX_AGE: the stated staleness
-  bound), and never once `confirm()` saw that the deployment recorded a newer tree
-  (organization_epoch.py).
+  bound) after Organizations was read (for a seeded snapshot: after the sweep's read that
+  stamped it, not after the seed), and never once `confirm()` saw that the deployment
+  recorded a newer tree (organization_epoch.py).
 - Through the role ORGANIZATIONS_ROLE_ARN when set (STS AssumeRole, session name
   'vpce-approver', refreshed before expiry), else the deployment's own credentials; botocore's
   adaptive retry mode (client-side rate limiting once throttled, then backoff).
@@ -72,6 +81,7 @@ MAX_DEPTH = 10  # OU levels (AWS allows 5 below the root); deeper is a malformed
 MAX_PARENTS = 5000  # root + OUs read in one snapshot (AWS's default quota is 1,000 OUs)
 LOOKUP_LIMIT = 10  # single-account lookups per memberships() call before a tree read instead
 LOOKUP_CACHE = 10_000  # cached single-account answers (oldest dropped first)
+CLOCK_SKEW = 5.0  # seconds a record's verified_at may be ahead of this clock (else not trusted)
 ERROR_BACKOFF = 10.0  # seconds a failed tree read is not retried by memberships()/members()
 THROTTLED = frozenset({"TooManyRequestsException", "Throttling", "ThrottlingException"})
 NOT_FOUND = frozenset({"ChildNotFoundException", "AccountNotFoundException"})
@@ -219,6 +229,7 @@ class Snapshot:
     loaded_at: float
     digest: str
     epoch: int | None = None  # the recorded epoch read just before the tree (None: unknown)
+    read_at: datetime | None = None  # wall clock when Organizations was read (seeded: verified_at)
 
 
 def _id(value: object, pattern: Any, what: str) -> str:
@@ -286,7 +297,7 @@ class OrganizationsDirectory:
                 out[account] = known
         if missing and not fresh and len(missing) > self.lookup_limit:
             # More strangers than single lookups are worth: one tree read, bounded by OUs.
-            reloaded = self._load_or_fail()
+            reloaded = self._load_or_fail(self._epoch_before())
             if isinstance(reloaded, ReadError):
                 out.update({a: Membership.unknown(a, reloaded.reason) for a in missing})
                 return out
@@ -352,7 +363,7 @@ class OrganizationsDirectory:
     def refresh(self, *, record: bool = True) -> MembershipChange:
         previous = self._snapshot
         try:
-            snapshot = self._load(read_epoch=False)
+            snapshot = self._load(epoch=None)
         except Exception as exc:  # never raise: fail closed
             error = self._failed(exc)
             known = previous.epoch if previous is not None and previous.epoch else 0
@@ -377,19 +388,86 @@ class OrganizationsDirectory:
         snapshot = self._snapshot
         if snapshot is not None and self.clock() - snapshot.loaded_at < self.max_age:
             return snapshot, False
+        seeded, epoch = self._seed()
+        if seeded is not None:
+            # Not read by this call: accounts it does not hold are looked up, not OUTSIDE.
+            return seeded, False
         if self._failure is not None and self.clock() - self._failure[1] < self.error_backoff:
             return self._failure[0], False
-        loaded = self._load_or_fail()
+        loaded = self._load_or_fail(epoch)
         return loaded, not isinstance(loaded, ReadError)
 
-    def _load_or_fail(self) -> Snapshot | ReadError:
+    def _load_or_fail(self, epoch: int | None) -> Snapshot | ReadError:
+        """Read the tree; `epoch`: the recorded epoch read just before (_epoch_before)."""
         try:
-            snapshot = self._load(read_epoch=True)
+            snapshot = self._load(epoch=epoch)
         except Exception as exc:  # never raise: fail closed
             self._drop()
             return self._failed(exc)
         self._install(snapshot)
         return snapshot
+
+    def _seed(self) -> tuple[Snapshot | None, int | None]:
+        """A cold (or expired) cache seeds from the recorded map when the sweep verified it
+        against Organizations at most max_age ago: one consistent GetItem of the head, one per
+        chunk, no Organizations call. The snapshot expires at verified_at + max_age, so the
+        stated bound is measured from when Organizations was read, not from now. Otherwise
+        (no record, too old, never verified, unreadable or inconsistent) (None, the head's
+        epoch as _epoch_before() reads it) for the tree read that follows."""
+        if self.epochs is None:
+            return None, None
+        try:
+            head = self.epochs.head()
+        except Exception as exc:  # unknown epoch: read the tree, confirm() compares digests
+            log.warning("reading the membership epoch failed (%s)", _name(exc))
+            return None, None
+        if head is None:
+            return None, 0
+        if not head.valid:
+            return None, None
+        if (
+            self.max_age <= 0  # no cache at all: every decision reads Organizations
+            or head.verified_at is None
+            or head.root is None
+            or not self._young(head.verified_at)
+        ):
+            return None, head.epoch
+        try:
+            loaded = self.epochs.load(head, batched=False)
+        except Exception as exc:
+            log.warning("reading the recorded membership map failed (%s)", _name(exc))
+            return None, head.epoch
+        ous = _ous(loaded[1]) if loaded is not None else None
+        if loaded is None or ous is None:
+            log.warning("the recorded membership map is unreadable: Organizations is read")
+            return None, head.epoch
+        age = self._age(head.verified_at)  # again: the chunk reads took time
+        if not self._young(head.verified_at):
+            return None, head.epoch
+        organization, paths = loaded
+        snapshot = Snapshot(
+            organization=organization,
+            root=head.root,
+            paths=paths,
+            inactive=frozenset(),  # not recorded: an inactive account is looked up (OUTSIDE)
+            ous=ous,
+            loaded_at=self.clock() - age,  # expires at verified_at + max_age
+            digest=digest(organization, paths),  # == head.digest (load() checked it)
+            epoch=head.epoch,
+            read_at=head.verified_at,
+        )
+        self._snapshot = snapshot
+        self._lookups.clear()  # an older record may have answered them: look them up again
+        return snapshot, head.epoch
+
+    def _age(self, instant: datetime) -> float:
+        return (self.now() - instant).total_seconds()
+
+    def _young(self, verified_at: datetime) -> bool:
+        """Whether a record verified at `verified_at` may still be used: at most max_age old,
+        and not from the future (beyond CLOCK_SKEW: a bad item, never trusted)."""
+        age = self._age(verified_at)
+        return -CLOCK_SKEW <= age <= self.max_age
 
     def _install(self, snapshot: Snapshot) -> None:
         self._snapshot = snapshot
@@ -453,9 +531,10 @@ class OrganizationsDirectory:
             if not token:
                 return items
 
-    def _load(self, *, read_epoch: bool) -> Snapshot:
-        """Read the whole tree: 2 + 2 x (OUs + 1) calls, plus a call per further page of 20."""
-        epoch = self._epoch_before() if read_epoch else None
+    def _load(self, *, epoch: int | None) -> Snapshot:
+        """Read the whole tree: 2 + 2 x (OUs + 1) calls, plus a call per further page of 20.
+        `epoch`: the recorded epoch read before (None: unknown)."""
+        read_at = self.now()
         organization = _id(
             self._call("describe_organization").get("Organization", {}).get("Id"),
             ORGANIZATION_RE,
@@ -500,6 +579,7 @@ class OrganizationsDirectory:
             loaded_at=self.clock(),
             digest=digest(organization, paths),
             epoch=epoch,
+            read_at=read_at,
         )
 
     def _epoch_before(self) -> int | None:
@@ -566,6 +646,8 @@ class OrganizationsDirectory:
             head = self.epochs.head()
             if head is not None and head.valid and head.digest == snapshot.digest:
                 self._set_epoch(snapshot, head.epoch)
+                if record and snapshot.read_at is not None and not self._verify(head, snapshot):
+                    continue  # recorded under us: compare with the new record
                 return MembershipChange(epoch=head.epoch)
             before = self._recorded_map(head, previous)
             if head is not None and before is None:
@@ -583,7 +665,14 @@ class OrganizationsDirectory:
                 return MembershipChange(
                     joined, left, moved, epoch=head.epoch if head is not None else 0
                 )
-            epoch = self.epochs.record(head, snapshot.organization, snapshot.paths, self.now())
+            epoch = self.epochs.record(
+                head,
+                snapshot.organization,
+                snapshot.paths,
+                self.now(),
+                root=snapshot.root,
+                verified_at=snapshot.read_at,
+            )
             if epoch is None:
                 continue  # another refresher recorded first: compare with its record
             self._set_epoch(snapshot, epoch)
@@ -600,6 +689,18 @@ class OrganizationsDirectory:
             epoch=snapshot.epoch or 0,
         )
 
+    def _verify(self, head: Head, snapshot: Snapshot) -> bool:
+        """Stamp `head` as verified by `snapshot`'s read; False when another refresher recorded
+        an epoch since `head` was read. A failed stamp is only logged: the record stays right,
+        cold containers read Organizations until a later stamp (no widening, no error)."""
+        assert self.epochs is not None
+        assert snapshot.read_at is not None
+        try:
+            return self.epochs.verify(head, snapshot.read_at, snapshot.root)
+        except Exception as exc:
+            log.warning("stamping the membership epoch as verified failed (%s)", _name(exc))
+            return True
+
     def _recorded_map(
         self, head: Head | None, previous: Snapshot | None
     ) -> Mapping[str, tuple[str, ...]] | None:
@@ -613,6 +714,19 @@ class OrganizationsDirectory:
     def _set_epoch(self, snapshot: Snapshot, epoch: int) -> None:
         if self._snapshot is snapshot:
             self._snapshot = _with_epoch(snapshot, epoch)
+
+
+def _ous(paths: Mapping[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]] | None:
+    """Every OU on a recorded path -> its own path (itself first), None when the paths do not
+    form one tree (an OU twice on a path, under two parents, or too deep): never trusted."""
+    ous: dict[str, tuple[str, ...]] = {}
+    for path in paths.values():
+        if len(path) > MAX_DEPTH or len(set(path)) != len(path):
+            return None
+        for index, ou in enumerate(path):
+            if ous.setdefault(ou, path[index:]) != path[index:]:
+                return None
+    return ous
 
 
 def _with_epoch(snapshot: Snapshot, epoch: int) -> Snapshot:

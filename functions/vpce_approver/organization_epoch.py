@@ -6,12 +6,22 @@ decided then `confirm()`s that its cached membership is at least that new (one c
 GetItem of the head item), so no decision keeps using a membership the deployment already knows
 is stale.
 
+Every successful `refresh(record=True)` also stamps the head with `verified_at` (when its tree
+read started) and the organization's `root`, whether or not it recorded a new epoch: a record
+verified at most MEMBERSHIP_MAX_AGE ago seeds a cold container's cache (organization.py) with
+no Organizations call, and that cache expires at verified_at + MEMBERSHIP_MAX_AGE. The stamp
+is one UpdateItem of those two attributes, conditional on the head's `chunk_set` being the one
+the refresher read: it never touches the epoch, digest or chunks, and it cannot land on an
+epoch recorded meanwhile (the refresher then compares with that record, as a losing writer
+does). A new record carries its own stamp.
+
 Like the sweep cursor, the limit leases and principal ownership, the record lives in the
 escalations table (not the registry, whose stream drives the grant path; not the append-only
 audit trail), has no `state` and so never appears in the `by_state` index:
 
 - the head item `#org#epoch`: the epoch number, a digest of {account: OU path} (active members),
-  the organization, the member count, when, and which chunk set holds the map;
+  the organization, the member count, when, which chunk set holds the map, and (stamped)
+  `verified_at` and `root`;
 - the map itself, zlib-compressed JSON, in chunk items `#org#epoch#<set>#<i>` of at most
   CHUNK_BYTES each: 10,000 accounts three OUs deep are ~0.6 MB of JSON but ~0.1 MB compressed,
   and the chunking means no organization size ever approaches the 400 KB item limit. The previous
@@ -38,12 +48,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from pynamodb.attributes import BinaryAttribute, NumberAttribute, UnicodeAttribute
-from pynamodb.exceptions import PutError
+from pynamodb.exceptions import PutError, UpdateError
 from pynamodb.models import Model
 
 from .audit import stamp
 from .tables import bound_like
-from .validation import ACCOUNT_RE, ORGANIZATION_RE, OU_RE
+from .validation import ACCOUNT_RE, ORGANIZATION_RE, OU_RE, ROOT_RE
 
 log = logging.getLogger("vpce_approver.organization")
 
@@ -83,6 +93,8 @@ class EpochItem(Model):
     chunk_set = UnicodeAttribute(null=True)
     chunks = NumberAttribute(null=True)
     recorded_at = UnicodeAttribute(null=True)
+    verified_at = UnicodeAttribute(null=True)  # when Organizations was last read and matched
+    root = UnicodeAttribute(null=True)  # the organization's root (a seeded cache needs it)
 
 
 class EpochChunkItem(Model):
@@ -107,6 +119,8 @@ class Head:
     chunk_set: str | None
     chunks: int
     valid: bool = True
+    verified_at: datetime | None = None  # None: never verified, or not readable
+    root: str | None = None
 
 
 def _encode(organization: str, paths: Paths) -> list[bytes]:
@@ -145,9 +159,28 @@ def _decode(blob: bytes) -> tuple[str, dict[str, tuple[str, ...]]] | None:
     return organization, out
 
 
+def _instant(value: object) -> datetime | None:
+    """A recorded timestamp (audit.stamp), None when it does not read as one."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None
+
+
 class EpochStore:
     """Read and write the membership record, bound to whatever table EscalationItem is bound
-    to (tables.bind). DynamoDB errors propagate: the directory decides what they mean."""
+    to (tables.bind). DynamoDB errors propagate: the directory decides what they mean.
+
+    One store per container (organization.directory()): it starts with its own DynamoDB
+    client, as a new Lambda container does, rather than one pynamodb cached on the model class
+    for an earlier container of the same process (tests, `vpce-approver local`)."""
+
+    def __init__(self) -> None:
+        EpochItem._connection = None
+        EpochChunkItem._connection = None
 
     def _head_model(self) -> type[EpochItem]:
         return bound_like(EpochItem)
@@ -177,33 +210,62 @@ class EpochStore:
             log.warning("the membership epoch item %s is malformed: treated as stale", EPOCH_KEY)
             number = int(epoch) if isinstance(epoch, (int, float)) and epoch >= 0 else 0
             return Head(number, None, chunk_set if isinstance(chunk_set, str) else None, 0, False)
-        return Head(int(epoch), value, chunk_set, int(chunks))
+        return Head(
+            int(epoch),
+            value,
+            chunk_set,
+            int(chunks),
+            verified_at=_instant(item.verified_at),
+            root=item.root if isinstance(item.root, str) and ROOT_RE.fullmatch(item.root) else None,
+        )
 
-    def load(self, head: Head) -> tuple[str, dict[str, tuple[str, ...]]] | None:
+    def load(
+        self, head: Head, *, batched: bool = True
+    ) -> tuple[str, dict[str, tuple[str, ...]]] | None:
         """The membership map `head` records, None when it is missing or does not read as one
-        (its digest is checked)."""
+        (its digest is checked). `batched`: BatchGetItem (the sweep's diff), else one
+        consistent GetItem per chunk (a cold container's seed: one chunk up to ~10,000
+        accounts, and every function that decides has GetItem on the table, not all have
+        BatchGetItem)."""
         if not head.valid or head.chunk_set is None or head.digest is None:
             return None
         model = self._chunk_model()
         keys = [chunk_key(head.chunk_set, i) for i in range(head.chunks)]
         found: dict[str, bytes] = {}
-        for start in range(0, len(keys), 100):
-            for item in model.batch_get(keys[start : start + 100], consistent_read=True):
-                data = item.data
+        if batched:
+            for start in range(0, len(keys), 100):
+                for item in model.batch_get(keys[start : start + 100], consistent_read=True):
+                    if isinstance(item.data, bytes):
+                        found[str(item.vpc_endpoint_id)] = item.data
+        else:
+            for key in keys:
+                try:
+                    data: object = model.get(key, consistent_read=True).data
+                except EpochChunkItem.DoesNotExist:
+                    return None
                 if isinstance(data, bytes):
-                    found[str(item.vpc_endpoint_id)] = data
+                    found[key] = data
         if len(found) != len(keys):
             return None
-        decoded = _decode(b"".join(found[k] for k in keys))
+        blobs = [found[k] for k in keys]
+        decoded = _decode(b"".join(blobs))
         if decoded is None or digest(*decoded) != head.digest:
             return None
         return decoded
 
     def record(
-        self, previous: Head | None, organization: str, paths: Paths, now: datetime
+        self,
+        previous: Head | None,
+        organization: str,
+        paths: Paths,
+        now: datetime,
+        *,
+        root: str | None = None,
+        verified_at: datetime | None = None,
     ) -> int | None:
         """Record the map as the epoch after `previous`; the new epoch, or None when another
-        refresher recorded one since `previous` was read (nothing of ours is left behind)."""
+        refresher recorded one since `previous` was read (nothing of ours is left behind).
+        `verified_at`: when the tree was read (its start), `root`: the organization's root."""
         chunk_set = uuid.uuid4().hex
         blobs = _encode(organization, paths)
         chunk_model, head_model = self._chunk_model(), self._head_model()
@@ -228,6 +290,8 @@ class EpochStore:
                 chunk_set=chunk_set,
                 chunks=len(blobs),
                 recorded_at=stamp(now),
+                verified_at=stamp(verified_at) if verified_at is not None else None,
+                root=root,
             ).save(condition=condition)
         except PutError as exc:
             self._delete(chunk_set, len(blobs))
@@ -237,6 +301,26 @@ class EpochStore:
         if previous is not None and previous.chunk_set is not None:
             self._delete(previous.chunk_set, max(previous.chunks, 1))
         return epoch
+
+    def verify(self, head: Head, verified_at: datetime, root: str) -> bool:
+        """Stamp the recorded epoch `head` as verified against Organizations at `verified_at`
+        (a tree read that started then found the recorded digest): one UpdateItem of
+        `verified_at` and `root` only, on the condition that the head still names `head`'s
+        chunk set, so it cannot overwrite or lose an epoch recorded meanwhile (False then: the
+        caller compares with the new record). Epoch, digest and chunks are left alone."""
+        if head.chunk_set is None:
+            return False
+        model = self._head_model()
+        try:
+            model(EPOCH_KEY).update(
+                actions=[model.verified_at.set(stamp(verified_at)), model.root.set(root)],
+                condition=model.chunk_set == head.chunk_set,
+            )
+        except UpdateError as exc:
+            if getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
 
     def _delete(self, chunk_set: str, chunks: int) -> None:
         """Best effort: an orphaned chunk is small and never read."""

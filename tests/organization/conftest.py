@@ -45,6 +45,7 @@ def make_directory(settings: Settings, clock: Clock) -> Factory:
         kwargs.setdefault("max_age", (settings_ or settings).membership_max_age)
         kwargs.setdefault("epochs", EpochStore())
         kwargs.setdefault("clock", clock)
+        kwargs.setdefault("now", clock.wall)
         return OrganizationsDirectory(client, **kwargs), Calls(client)
 
     return make

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
@@ -44,11 +45,19 @@ class Org:
 
 
 class Clock:
+    """A fake clock: `clock()` is the monotonic one, `wall()` the wall clock, moving together
+    (every container of a test shares them, as containers share real time)."""
+
+    EPOCH = datetime(2026, 12, 1, 5, 0, tzinfo=UTC)
+
     def __init__(self) -> None:
         self.t = 1000.0
 
     def __call__(self) -> float:
         return self.t
+
+    def wall(self) -> datetime:
+        return self.EPOCH + timedelta(seconds=self.t)
 
     def advance(self, seconds: float) -> None:
         self.t += seconds

@@ -287,3 +287,17 @@ def test_a_membership_the_deployment_knows_is_stale_is_never_used_to_accept(
     [outcome] = report.outcomes
     assert outcome.connection.vpc_endpoint_id == vpce
     assert outcome.decision.code is Reason.NO_GRANT
+
+
+def test_an_ou_grants_history_is_found_by_its_ou(
+    deps: Deps, stream: StreamPoller, closed: EndpointService
+) -> None:
+    put(deps, ou_grant(closed.service_id, PROD, note="payments onboarding"))
+    stream.drain()
+    deps.registry.remove(closed.service_id, PROD, by="alice")
+    stream.drain()
+    history = list(AuditItem.by_consumer.query(PROD))
+    # (within one second the sort key does not order them; remove stamps who removes it first)
+    actions = {a.action for a in history if a.action.startswith("grant-")}
+    assert {"grant-added", "grant-removed"} <= actions
+    assert {a.actor for a in history if a.action == "grant-removed"} == {"registry:alice"}

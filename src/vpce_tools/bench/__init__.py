@@ -5,10 +5,11 @@
 P1 burst of Connects through the real notification path; P2 AWS calls per registry-hit Connect;
 P3 decision-handler import time over `import boto3`; P4 a sweep of 10,000 pending connections
 against the lower bound of calls; P5 Connect -> available latency; P6 `audit --limit 20` over
-100,000 records. P1 and P5 also run the naive design (SNS -> Lambda, one Accept call per
-notification) on the same emulator and throttle, side by side. Each timed figure is the median
-of --runs runs, with min-max. Prints a table and writes it (with the details) to the file. Exit
-code 1 when a target is missed."""
+100,000 records; P7 a burst of 500 Connects from 500 accounts in 20 OUs under one OU grant
+(AWS Organizations calls, cold and warm). P1 and P5 also run the naive design (SNS -> Lambda,
+one Accept call per notification) on the same emulator and throttle, side by side. Each timed
+figure is the median of --runs runs, with min-max. Prints a table and writes it (with the
+details) to the file. Exit code 1 when a target is missed."""
 
 from __future__ import annotations
 

@@ -66,15 +66,16 @@ def accounts(n: int, base: int = 100_000_000_000) -> list[str]:
 
 
 @contextmanager
-def world() -> Iterator[tuple[Provider, LocalDeployment, EndpointService]]:
-    """A fresh emulated AWS with the throttle on, a deployment and one managed service."""
+def world(**settings: Any) -> Iterator[tuple[Provider, LocalDeployment, EndpointService]]:
+    """A fresh emulated AWS with the throttle on, a deployment (Settings overridden by
+    `settings`) and one managed service."""
     throttle.configure(True)  # new buckets: every scenario starts with a full burst
     configure_acceptance(0)
     with emulated_aws():
         for model in ALL_MODELS:  # pynamodb caches table metadata per model: start cold
             model._connection = None
         provider = Provider()
-        deployment = LocalDeployment.create(provider)
+        deployment = LocalDeployment.create(provider, **settings)
         service = provider.create_service(acceptance_required=True)
         deployment.enroll(service, name="bench")
         yield provider, deployment, service
@@ -145,6 +146,7 @@ class _Container(threading.Thread):
         from vpce_approver.pacing import Pacer
 
         self.source = source
+        self.deps = deps  # the container's (P7 reads its directory's cache)
         self.pacer = Pacer()  # the container's, as the Lambda handler has it
         self.poller = WindowedPoller(
             source.sqs,
@@ -881,6 +883,12 @@ def p6_audit() -> Result:  # in its own module: audit_p6.py
     return run()
 
 
+def p7_org_burst() -> Result:  # in its own module: org_p7.py
+    from .org_p7 import p7_org_burst as run
+
+    return run()
+
+
 SCENARIOS: dict[str, Callable[[], Result]] = {
     "P1": p1_burst,
     "P2": p2_calls_per_connect,
@@ -888,6 +896,7 @@ SCENARIOS: dict[str, Callable[[], Result]] = {
     "P4": p4_sweep,
     "P5": p5_latency,
     "P6": p6_audit,
+    "P7": p7_org_burst,
 }
 
 

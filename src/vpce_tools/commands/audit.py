@@ -23,7 +23,9 @@ DEFAULT_LIMIT = 50
 
 def register(subs: Any) -> None:
     p: argparse.ArgumentParser = subs.add_parser("audit", help="the decision trail")
-    p.add_argument("--consumer", help="only this consumer account")
+    p.add_argument(
+        "--consumer", help="only this consumer: an account, or an OU/organization (its grants)"
+    )
     p.add_argument("--subject", help="only this subject: vpce-… or grant#<service>#<consumer>")
     p.add_argument("--since", metavar="WHEN", help="ISO time or relative (2h, 7d)")
     p.add_argument(
@@ -83,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     limit = args.limit or (None if since else DEFAULT_LIMIT)
     if args.consumer:
         try:
-            consumer = v.account_id(args.consumer)
+            consumer = v.consumer(args.consumer)
         except v.ValidationError as exc:
             raise UsageError(str(exc)) from None
         items = list(deps.audit.for_consumer(consumer, since, limit))
