@@ -1,5 +1,5 @@
 """OU / organization grants end to end on the emulator, with the organization held in a
-StaticDirectory (the AWS adapter is tested in tests/organization/test_directory*.py): the
+StaticDirectory (the AWS adapter is tested in tests/organization/test_org_*.py): the
 registry stream, converge, the sweep's membership reconcile, revocation and the fail-closed path
 (issue 15, "Membership changes take effect")."""
 
