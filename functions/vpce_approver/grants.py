@@ -472,6 +472,8 @@ def _revoke(
     now = deps.clock()
     why = f"access revoked: grant {grant_label} {action_of(change).removeprefix('grant-')}"
 
+    conn_owner = {c.vpc_endpoint_id: c.owner for c in targets}
+
     def record(conn_id: str, region: str | None, outcome: str) -> AuditRecord:
         return AuditRecord(
             subject=conn_id,
@@ -488,7 +490,6 @@ def _revoke(
             region=region,
         )
 
-    conn_owner = {c.vpc_endpoint_id: c.owner for c in targets}
     records = [
         record(c.vpc_endpoint_id, c.region, "shadow" if shadow else "requested") for c in targets
     ]
